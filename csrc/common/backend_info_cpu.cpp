@@ -1,0 +1,23 @@
+#include "backend_info.h"
+
+#include "parallel.h"
+
+namespace ck::CK_BACKEND {
+
+BackendInfo backend_info() {
+  BackendInfo info;
+  info.backend = "cpu";
+  info.compiler = CK_COMPILER;
+  info.build_type = CK_BUILD_TYPE;
+  info.flags = CK_FLAGS;
+#ifdef _OPENMP
+  info.openmp = true;
+#endif
+  info.num_threads = max_threads();
+#ifdef CK_SANITIZED
+  info.sanitized = true;
+#endif
+  return info;
+}
+
+}  // namespace ck::CK_BACKEND
