@@ -11,7 +11,10 @@ function(commkernels_add_module name backend)
     CK_COMPILER="${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}"
     CK_BUILD_TYPE="${CMAKE_BUILD_TYPE}"
     CK_FLAGS="${CMAKE_CXX_FLAGS} ${CMAKE_CXX_FLAGS_RELEASE}")
-  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra>)
+  target_compile_options(${name} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra>
+    # constexpr helpers (key layouts of each float format) are shared by host and device code
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
   if(COMMKERNELS_SANITIZE)
     target_compile_definitions(${name} PRIVATE CK_SANITIZED)
     target_compile_options(${name} PRIVATE

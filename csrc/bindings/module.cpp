@@ -9,6 +9,7 @@
 
 #include "../common/parallel.h"
 #include "../common/philox.h"
+#include "../bench/api.h"
 #include "../compress/api.h"
 #include "../common/backend_info.h"
 
@@ -62,7 +63,8 @@ NB_MODULE(CK_MODULE_NAME, m) {
     const ck::CK_BACKEND::BackendInfo i = ck::CK_BACKEND::backend_info();
     nb::dict d;
     d["backend"] = i.backend, d["compiler"] = i.compiler, d["build_type"] = i.build_type, d["flags"] = i.flags;
-    d["openmp"] = i.openmp, d["num_threads"] = i.num_threads, d["sanitized"] = i.sanitized;
+    d["sanitized"] = i.sanitized;
+    if (!kIsCuda) d["openmp"] = i.openmp, d["num_threads"] = i.num_threads;
     if (kIsCuda) d["cuda_archs"] = i.cuda_archs, d["device_count"] = i.device_count, d["device_error"] = i.device_error;
     return d;
   }, "Compiled features of this backend.");
@@ -105,6 +107,16 @@ NB_MODULE(CK_MODULE_NAME, m) {
       },
       nb::arg("x").noconvert(), nb::arg("k"), nb::arg("seed"), nb::arg("step"), nb::arg("unbiased"), nb::arg("values").noconvert(),
       nb::arg("indices").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "stream_triad",
+      [](const NDArray& a, const NDArray& b, const NDArray& c, float scalar, uintptr_t stream) {
+        ck::CK_BACKEND::stream_triad(as_array(a, "a"), as_array(b, "b"), as_array(c, "c"), scalar,
+                                     stream_of(stream, a));
+      },
+      nb::arg("a").noconvert(), nb::arg("b").noconvert(), nb::arg("c").noconvert(), nb::arg("scalar"),
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>(),
+      "STREAM triad a = b + scalar * c (float32), the bench's memory-bandwidth probe.");
 
   if constexpr (!kIsCuda) {
     // Test hook: the raw Philox4x32-10 block function, checked against the published known-answer vectors.

@@ -3,6 +3,7 @@
 
 #include "../common/parallel.h"
 #include "api.h"
+#include "args.h"
 #include "randk.h"
 
 namespace ck::CK_BACKEND {
@@ -24,14 +25,6 @@ void radix_sort(int32_t* data, int64_t n, int bits) {
   if (src != data) std::copy(src, src + n, data);
 }
 
-void check_randk_args(int64_t size, int64_t k, const Array& indices) {
-  check(size >= 0, "size: expected >= 0, got " + std::to_string(size));
-  check_size_fits_int32(size, "size");
-  check(k >= 0 && k <= size, "k: expected 0 <= k <= size (" + std::to_string(size) + "), got " + std::to_string(k));
-  check(indices.size == k, "indices: expected k=" + std::to_string(k) + " elements");
-  indices.as<int32_t>("indices");
-}
-
 }  // namespace
 
 void randk_indices(int64_t size, int64_t k, uint64_t seed, uint64_t step, const Array& indices, Stream) {
@@ -50,7 +43,7 @@ void randk(const Array& x, int64_t k, uint64_t seed, uint64_t step, bool unbiase
   const int32_t* index = static_cast<const int32_t*>(indices.data);
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    check(values.size == k, "values: expected k=" + std::to_string(k) + " elements");
+    check_sparse_outputs<T>(k, values, indices);
     const T* src = static_cast<const T*>(x.data);
     T* dst = values.as<T>("values");
     const auto scale = acc_t<T>(randk_scale(x.size, k, unbiased));

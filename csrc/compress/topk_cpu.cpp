@@ -12,6 +12,7 @@
 
 #include "../common/parallel.h"
 #include "api.h"
+#include "args.h"
 #include "topk.h"
 
 namespace ck::CK_BACKEND {
@@ -112,15 +113,6 @@ void select_from_histograms(int64_t n, int64_t k, int chunks, const std::vector<
   check(written == k, "topk: internal error, selected " + std::to_string(written) + " of k=" + std::to_string(k));
 }
 
-template <class T>
-void check_topk_args(int64_t n, int64_t k, const Array& values, const Array& indices) {
-  check_size_fits_int32(n, "x");
-  check(k >= 0 && k <= n, "k: expected 0 <= k <= size (" + std::to_string(n) + "), got " + std::to_string(k));
-  check(values.size == k && indices.size == k, "values/indices: expected k=" + std::to_string(k) + " elements");
-  values.as<T>("values");
-  indices.as<int32_t>("indices");
-}
-
 // Top-k with pass 1 supplied by the caller: first_pass(begin, end, hist) must histogram the first digit
 // of the keys of [begin, end) (and may do other work on that range).
 template <class T, class KeyAt, class FirstPass>
@@ -152,7 +144,9 @@ void gather(const T* src, const int32_t* index, int64_t k, T* dst) {
 void topk(const Array& x, int64_t k, const Array& values, const Array& indices, Stream) {
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    check_topk_args<T>(x.size, k, values, indices);
+    check_size_fits_int32(x.size, "x");
+    check_k(x.size, k);
+    check_sparse_outputs<T>(k, values, indices);
     if (k == 0) return;
     const T* data = static_cast<const T*>(x.data);
     auto key_at = [data](int64_t i) { return magnitude_key(data[i]); };
@@ -191,25 +185,14 @@ void ef_topk_typed(const G* grad, R* residual, int64_t n, int64_t k, R* values, 
 
 void ef_topk(const Array& grad, const Array& residual, int64_t k, const Array& values, const Array& indices,
              Stream) {
-  check(grad.size == residual.size, "residual: expected " + std::to_string(grad.size) + " elements like grad, got " +
-                                        std::to_string(residual.size));
-  dispatch_float(residual.dtype, "residual", [&](auto rtag) {
+  check_size_fits_int32(grad.size, "grad");
+  dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
+    using G = typename decltype(gtag)::type;
     using R = typename decltype(rtag)::type;
-    check_topk_args<R>(residual.size, k, values, indices);
-    dispatch_float(grad.dtype, "grad", [&](auto gtag) {
-      using G = typename decltype(gtag)::type;
-      if constexpr (std::is_same_v<G, R> || std::is_same_v<R, float>) {
-        if constexpr (std::is_same_v<G, double> && !std::is_same_v<R, double>) {
-          throw TypeError("residual: a float64 grad needs a float64 residual");
-        } else {
-          ef_topk_typed(static_cast<const G*>(grad.data), static_cast<R*>(residual.data), grad.size, k,
-                        values.as<R>("values"), indices.as<int32_t>("indices"));
-        }
-      } else {
-        throw TypeError(std::string("residual: expected float32 or the grad's dtype (") + dtype_name(grad.dtype) +
-                        "), got " + dtype_name(residual.dtype));
-      }
-    });
+    check_k(residual.size, k);
+    check_sparse_outputs<R>(k, values, indices);
+    ef_topk_typed(static_cast<const G*>(grad.data), static_cast<R*>(residual.data), grad.size, k,
+                  values.as<R>("values"), indices.as<int32_t>("indices"));
   });
 }
 

@@ -8,18 +8,20 @@ torch out and CuPy in gives CuPy out. CUDA kernels run on the caller's current s
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import numpy as np
 
 from . import _cpu
 
-try:
-    from . import _cuda
-except ImportError as error:  # built without a CUDA compiler
+if importlib.util.find_spec("commkernels._cuda") is None:
     _cuda = None
-    _cuda_missing = f"commkernels was built without its CUDA module ({error})"
+    _cuda_missing = ("commkernels was built without its CUDA module (no CUDA compiler at build time, "
+                     "or COMMKERNELS_CUDA=OFF): reinstall where nvcc is on PATH")
 else:
+    from . import _cuda
+
     _cuda_missing = ""
 
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
