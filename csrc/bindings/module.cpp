@@ -22,7 +22,9 @@ namespace {
 constexpr bool kIsCuda = std::string_view(CK_STR(CK_BACKEND)) == "cuda";
 
 using Device = std::conditional_t<kIsCuda, nb::device::cuda, nb::device::cpu>;
-using NDArray = nb::ndarray<nb::c_contig, Device>;
+// Inputs may be read-only (nb::ro); outputs and in-place arguments must be writable.
+using In = nb::ndarray<nb::ro, nb::c_contig, Device>;
+using Out = nb::ndarray<nb::c_contig, Device>;
 
 ck::DType dtype_from_dlpack(nb::dlpack::dtype t, const char* name) {
   using code = nb::dlpack::dtype_code;
@@ -38,14 +40,16 @@ ck::DType dtype_from_dlpack(nb::dlpack::dtype t, const char* name) {
   throw ck::TypeError(std::string(name) + ": unsupported dtype");
 }
 
-ck::Array as_array(const NDArray& a, const char* name) {
+template <class A>
+ck::Array as_array(const A& a, const char* name) {
   int64_t size = 1;
   for (size_t d = 0; d < a.ndim(); ++d) size *= int64_t(a.shape(d));
-  return ck::Array{a.data(), size, dtype_from_dlpack(a.dtype(), name)};
+  return ck::Array{const_cast<void*>(static_cast<const void*>(a.data())), size, dtype_from_dlpack(a.dtype(), name)};
 }
 
 // The stream argument (an integer cudaStream_t) and the device that the arrays live on.
-ck::Stream stream_of(uintptr_t stream, const NDArray& a) { return ck::Stream{stream, int(a.device_id())}; }
+template <class A>
+ck::Stream stream_of(uintptr_t stream, const A& a) { return ck::Stream{stream, int(a.device_id())}; }
 
 }  // namespace
 
@@ -73,7 +77,7 @@ NB_MODULE(CK_MODULE_NAME, m) {
 
   m.def(
       "topk",
-      [](const NDArray& x, int64_t k, const NDArray& values, const NDArray& indices, uintptr_t stream) {
+      [](const In& x, int64_t k, const Out& values, const Out& indices, uintptr_t stream) {
         ck::CK_BACKEND::topk(as_array(x, "x"), k, as_array(values, "values"), as_array(indices, "indices"),
                              stream_of(stream, x));
       },
@@ -82,8 +86,7 @@ NB_MODULE(CK_MODULE_NAME, m) {
 
   m.def(
       "ef_topk",
-      [](const NDArray& grad, const NDArray& residual, int64_t k, const NDArray& values, const NDArray& indices,
-         uintptr_t stream) {
+      [](const In& grad, const Out& residual, int64_t k, const Out& values, const Out& indices, uintptr_t stream) {
         ck::CK_BACKEND::ef_topk(as_array(grad, "grad"), as_array(residual, "residual"), k,
                                 as_array(values, "values"), as_array(indices, "indices"), stream_of(stream, grad));
       },
@@ -92,7 +95,7 @@ NB_MODULE(CK_MODULE_NAME, m) {
 
   m.def(
       "randk_indices",
-      [](int64_t size, int64_t k, uint64_t seed, uint64_t step, const NDArray& indices, uintptr_t stream) {
+      [](int64_t size, int64_t k, uint64_t seed, uint64_t step, const Out& indices, uintptr_t stream) {
         ck::CK_BACKEND::randk_indices(size, k, seed, step, as_array(indices, "indices"), stream_of(stream, indices));
       },
       nb::arg("size"), nb::arg("k"), nb::arg("seed"), nb::arg("step"), nb::arg("indices").noconvert(),
@@ -100,8 +103,8 @@ NB_MODULE(CK_MODULE_NAME, m) {
 
   m.def(
       "randk",
-      [](const NDArray& x, int64_t k, uint64_t seed, uint64_t step, bool unbiased, const NDArray& values,
-         const NDArray& indices, uintptr_t stream) {
+      [](const In& x, int64_t k, uint64_t seed, uint64_t step, bool unbiased, const Out& values, const Out& indices,
+         uintptr_t stream) {
         ck::CK_BACKEND::randk(as_array(x, "x"), k, seed, step, unbiased, as_array(values, "values"),
                               as_array(indices, "indices"), stream_of(stream, x));
       },
@@ -110,7 +113,7 @@ NB_MODULE(CK_MODULE_NAME, m) {
 
   m.def(
       "stream_triad",
-      [](const NDArray& a, const NDArray& b, const NDArray& c, float scalar, uintptr_t stream) {
+      [](const Out& a, const In& b, const In& c, float scalar, uintptr_t stream) {
         ck::CK_BACKEND::stream_triad(as_array(a, "a"), as_array(b, "b"), as_array(c, "c"), scalar,
                                      stream_of(stream, a));
       },

@@ -4,10 +4,13 @@
 // drawing S costs O(k) whatever the size, runs in parallel on CPU threads and GPU threads alike, and gives
 // the same S on every backend and every worker that knows (seed, step).
 //
-// perm is a balanced 4-round Feistel network on 2h-bit words (4 rounds make a strong pseudo-random
-// permutation: Luby and Rackoff, 1988) whose round function is Philox4x32-10 keyed by seed, with counter
-// (half-word, round, step). Cycle walking (re-encrypting until the word falls below size) restricts it to
-// [0, size) and keeps it a permutation; since 2^2h < 4 size, a walk takes fewer than 4 steps on average.
+// perm is a 4-round Feistel network on words of `bits` = ceil(log2 size) bits (at least 1), split into a
+// high part of hi = bits - bits/2 bits and a low part of lo = bits/2 bits. Rounds alternate: even rounds
+// xor into the high part a function of the low part, odd rounds the reverse (4 rounds make a strong
+// pseudo-random permutation: Luby and Rackoff, 1988). The round function is Philox4x32-10 keyed by seed,
+// counter (other part, round, step). Cycle walking (re-encrypting until the word falls below size)
+// restricts it to [0, size) and keeps it a permutation; since 2^bits < 2 size, a walk takes fewer than 2
+// encryptions on average.
 #pragma once
 
 #include "../common/philox.h"
@@ -18,25 +21,26 @@ struct FeistelPermutation {
   uint64_t size;
   uint64_t seed;
   uint64_t step;
-  int half_bits;  // h: each half of the word has h bits, 2^(2h) >= size
+  int bits;  // word width: 2^bits >= size
 
   CK_HD static FeistelPermutation make(uint64_t size, uint64_t seed, uint64_t step) {
-    int bits = 0;
+    int bits = 1;
     while ((uint64_t(1) << bits) < size) ++bits;
-    const int half = bits < 2 ? 1 : (bits + 1) / 2;
-    return FeistelPermutation{size, seed, step, half};
+    return FeistelPermutation{size, seed, step, bits};
   }
 
   CK_HD uint64_t encrypt(uint64_t word) const {
-    const uint32_t mask = uint32_t((uint64_t(1) << half_bits) - 1);
-    uint32_t left = uint32_t(word >> half_bits) & mask, right = uint32_t(word) & mask;
+    const int lo_bits = bits / 2, hi_bits = bits - lo_bits;
+    const uint32_t lo_mask = uint32_t((uint64_t(1) << lo_bits) - 1);
+    const uint32_t hi_mask = uint32_t((uint64_t(1) << hi_bits) - 1);
+    uint32_t hi = uint32_t(word >> lo_bits), lo = uint32_t(word) & lo_mask;
     for (uint32_t round = 0; round < 4; ++round) {
-      const uint32_t f = philox(seed, step, right, round).v[0] & mask;
-      const uint32_t next_right = left ^ f;
-      left = right;
-      right = next_right;
+      if (round % 2 == 0)
+        hi ^= philox(seed, step, lo, round).v[0] & hi_mask;
+      else
+        lo ^= philox(seed, step, hi, round).v[0] & lo_mask;
     }
-    return (uint64_t(left) << half_bits) | right;
+    return (uint64_t(hi) << lo_bits) | lo;
   }
 
   // The i-th element of the permutation of [0, size); requires i < size.

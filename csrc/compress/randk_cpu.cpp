@@ -34,7 +34,7 @@ void randk_indices(int64_t size, int64_t k, uint64_t seed, uint64_t step, const 
   parallel_for(k, 1 << 12, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) out[i] = int32_t(perm(uint64_t(i)));
   });
-  radix_sort(out, k, 2 * perm.half_bits);
+  radix_sort(out, k, perm.bits);
 }
 
 void randk(const Array& x, int64_t k, uint64_t seed, uint64_t step, bool unbiased, const Array& values,

@@ -32,10 +32,10 @@ void randk_indices_launch(int64_t size, int64_t k, uint64_t seed, uint64_t step,
   uint32_t* sorted = reinterpret_cast<uint32_t*>(indices);
   size_t temp_bytes = 0;
   CK_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, unsorted.get(), sorted, k, 0,
-                                               2 * perm.half_bits, s));
+                                               perm.bits, s));
   DeviceBuffer<unsigned char> temp(temp_bytes, s);
   CK_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(temp.get(), temp_bytes, unsorted.get(), sorted, k, 0,
-                                               2 * perm.half_bits, s));
+                                               perm.bits, s));
 }
 
 }  // namespace

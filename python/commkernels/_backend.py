@@ -54,6 +54,12 @@ def is_torch(a) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
 
 
+def is_compiling() -> bool:
+    """True while torch.compile traces (data-dependent checks are skipped there)."""
+    torch = _torch()
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def device(a) -> tuple[str, int]:
     """('cpu', 0) or ('cuda', index)."""
     if isinstance(a, np.ndarray):

@@ -43,3 +43,10 @@ def integer(value, name: str, low: int | None = None, high: int | None = None) -
         bounds = f"{'' if low is None else f'{low} <= '}{name}{'' if high is None else f' <= {high}'}"
         raise ValueError(f"{name}: expected {bounds}, got {value}")
     return value
+
+
+def writable(a, name: str) -> None:
+    """For arrays a function updates in place (NumPy and CuPy arrays can be read-only views)."""
+    flags = getattr(a, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        raise ValueError(f"{name}: expected a writable array (it is updated in place), got a read-only one")

@@ -32,27 +32,38 @@ class SparseMsg(NamedTuple):
 def decompress(msg: SparseMsg, out=None):
     """The dense ``size``-element array of ``msg``: its values at its indices, zero elsewhere.
 
+    Indices are checked to lie in [0, size) (ValueError otherwise; for CUDA arrays the check reads two
+    numbers back from the GPU, and under torch.compile it is skipped). Repeated indices: the last wins.
     ``out`` (optional): a contiguous array of ``msg.size`` elements, same framework, device and dtype as
     ``msg.values``, to reuse across steps; it is overwritten and returned.
     """
     values, indices, size = msg
     _checks.same_place(values, indices, "msg.values", "msg.indices")
+    if _backend.dtype_name(indices) not in _backend.INDEX_DTYPES:
+        raise TypeError(f"msg.indices: expected int32 or int64, got {_backend.dtype_name(indices)}")
     if _backend.numel(values) != _backend.numel(indices):
         raise ValueError(f"msg: {_backend.numel(values)} values but {_backend.numel(indices)} indices")
     size = _checks.integer(size, "msg.size", 0, _MAX_SIZE)
+    if _backend.numel(indices) and not _backend.is_compiling():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"msg.indices: expected indices in [0, {size}), got values in [{low}, {high}]")
     if out is None:
         out = _backend.empty(values, size)
     else:
         _checks.same_place(values, out, "msg.values", "out")
         _checks.contiguous(out, "out")
-        if _backend.numel(out) != size or _backend.dtype_name(out) != _backend.dtype_name(values):
-            raise ValueError(f"out: expected {size} elements of {_backend.dtype_name(values)}")
-    out = out.reshape(-1)
-    if _backend.is_torch(out):
-        out.zero_()
+        _checks.writable(out, "out")
+        if _backend.dtype_name(out) != _backend.dtype_name(values):
+            raise TypeError(f"out: expected dtype {_backend.dtype_name(values)}, got {_backend.dtype_name(out)}")
+        if _backend.numel(out) != size:
+            raise ValueError(f"out: expected {size} elements, got {_backend.numel(out)}")
+    flat = out.reshape(-1)
+    if _backend.is_torch(flat):
+        flat.zero_()
     else:
-        out.fill(0)
-    out[indices] = values
+        flat.fill(0)
+    flat[indices.reshape(-1)] = values.reshape(-1)
     return out
 
 
@@ -129,6 +140,7 @@ def ef_topk_(grad, residual, k: int) -> SparseMsg:
     """
     _checks.float_array(grad, "grad")
     _checks.float_array(residual, "residual")
+    _checks.writable(residual, "residual")
     _checks.same_place(grad, residual, "grad", "residual")
     size = _checks.integer(_backend.numel(grad), "grad.size", 0, _MAX_SIZE)
     if _backend.numel(residual) != size:
@@ -217,8 +229,8 @@ def randk_indices(size: int, k: int, seed: int, step: int, like=None):
     """The k distinct indices of [0, size), ascending int32, that rand-k keyed (seed, step) selects.
 
     S = {perm(0), ..., perm(k-1)} for a pseudo-random permutation perm of [0, size) keyed by
-    (seed, step): a 4-round Feistel network with Philox4x32-10 rounds, restricted to [0, size) by cycle
-    walking. O(k) work. ``like`` (optional) is an array whose framework and device the result takes
+    (seed, step): a 4-round Feistel network on ceil(log2 size)-bit words with Philox4x32-10 round
+    functions, restricted to [0, size) by cycle walking (csrc/compress/randk.h). O(k) work. ``like`` (optional) is an array whose framework and device the result takes
     (NumPy on the CPU by default).
     """
     size = _checks.integer(size, "size", 0, _MAX_SIZE)

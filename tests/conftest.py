@@ -1,0 +1,54 @@
+"""Shared test configuration: hypothesis profiles and device parametrisation.
+
+Profiles (env var COMMKERNELS_HYPOTHESIS_PROFILE): "fast" (default, what CI runs) and "thorough" (local).
+Any test that takes a ``device`` argument runs once per device: "cpu" always, "cuda" where the CUDA module
+is built and torch sees a GPU (skipped, with the reason, elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("fast", max_examples=50, deadline=None, suppress_health_check=_HEALTH,
+                          print_blob=True)
+settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=_HEALTH,
+                          print_blob=True)
+settings.load_profile(os.environ.get("COMMKERNELS_HYPOTHESIS_PROFILE", "fast"))
+
+
+def _cuda_reason() -> str:
+    """Empty when the CUDA kernels can run here; otherwise why not."""
+    from commkernels import _backend
+
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    if _backend.cuda_device_count() == 0:
+        return "commkernels was built without its CUDA module, or it sees no device"
+    return ""
+
+
+CUDA_SKIP_REASON = _cuda_reason()
+HAS_CUDA = CUDA_SKIP_REASON == ""
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON or "n/a")),
+]
+
+
+@pytest.fixture(scope="session")
+def devices() -> list[str]:
+    """The devices available here, for tests that loop over them themselves."""
+    return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", DEVICES)
