@@ -34,17 +34,18 @@ struct Candidates {
 };
 
 // Threshold from a strided sample of m keys: the r-th largest sample key, r = q m + 4 sqrt(q m) + 1 with
-// q = k/n, so that fewer than k of the n keys reach it only with probability ~3e-5.
+// q = k/n, so that fewer than k of the n keys reach it only with probability ~3e-5. Also returns r/m,
+// the fraction of all keys expected to reach it.
 template <class K, class SampleKey>
-K sample_threshold(int64_t n, int64_t k, SampleKey sample_key) {
+std::pair<K, double> sample_threshold(int64_t n, int64_t k, SampleKey sample_key) {
   const int64_t m = std::min(n, kSampleSize);
   const double expected = double(k) / double(n) * double(m);
   const int64_t rank = int64_t(std::ceil(expected + 4.0 * std::sqrt(expected) + 1.0));
-  if (rank >= m) return 0;
+  if (rank >= m) return {K(0), 1.0};
   std::vector<K> keys(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; ++j) keys[size_t(j)] = sample_key(int64_t(double(j) * double(n) / double(m)));
   std::nth_element(keys.begin(), keys.begin() + (rank - 1), keys.end(), std::greater<K>());
-  return keys[size_t(rank - 1)];
+  return {keys[size_t(rank - 1)], double(rank) / double(m)};
 }
 
 // The largest threshold (a multiple of 2^shift) that at least k keys reach, from an exact histogram of
@@ -102,9 +103,10 @@ CK_AVX512 int select_positions_avx512(const uint32_t* keys, int len, uint32_t th
 
 // Appends every i in [begin, end) with key_of(i) >= threshold to `out`, in order. key_of is called
 // exactly once per element, in order (ef_topk's key_of also stores p). Works in tiles that stay in L1:
-// a vectorisable loop computes the keys, then the passing positions are compacted.
+// a vectorisable loop computes the keys, then the passing positions are compacted. Always inlined, so
+// that collect_avx512 compiles this body (and key_of) for AVX-512.
 template <class K, class KeyOf>
-void collect_tiles(int64_t begin, int64_t end, K threshold, KeyOf key_of, Candidates<K>& out, bool avx512) {
+[[gnu::always_inline]] inline void collect_tiles(int64_t begin, int64_t end, K threshold, KeyOf key_of, Candidates<K>& out, bool avx512) {
   constexpr int kTile = 1024;
   K keys[kTile];
   int32_t sel[kTile];
@@ -118,9 +120,12 @@ void collect_tiles(int64_t begin, int64_t end, K threshold, KeyOf key_of, Candid
     } else
 #endif
       count = select_positions(keys, len, threshold, sel);
+    const size_t old = out.index.size();
+    out.index.resize(old + size_t(count));
+    out.key.resize(old + size_t(count));
     for (int q = 0; q < count; ++q) {
-      out.index.push_back(int32_t(tile + sel[q]));
-      out.key.push_back(keys[sel[q]]);
+      out.index[old + size_t(q)] = int32_t(tile + sel[q]);
+      out.key[old + size_t(q)] = keys[sel[q]];
     }
   }
 }
@@ -200,12 +205,18 @@ void select_from_candidates(const std::vector<Candidates<K>>& lists, int64_t k, 
     if (count >= rank) break;
     rank -= count;
   }
-  // ... then the remaining digits among the few candidates that share it.
-  std::vector<K> keys;
-  std::vector<int32_t> index;
-  for (const auto& l : lists)
+  // ... then the remaining digits among the candidates that share it, gathered in index order (each
+  // chunk's share and place follow from its histogram).
+  std::vector<int64_t> start(size_t(chunks) + 1, 0);
+  for (int c = 0; c < chunks; ++c) start[size_t(c) + 1] = start[size_t(c)] + hist[size_t(c) * kRadixBins + digit];
+  std::vector<K> keys(static_cast<size_t>(start[size_t(chunks)]));
+  std::vector<int32_t> index(keys.size());
+  parallel_chunks(chunks, chunks, [&](int c, int64_t, int64_t) {
+    const auto& l = lists[size_t(c)];
+    size_t o = size_t(start[size_t(c)]);
     for (size_t j = 0; j < l.key.size(); ++j)
-      if ((l.key[j] >> shift) == K(digit)) keys.push_back(l.key[j]), index.push_back(l.index[j]);
+      if ((l.key[j] >> shift) == K(digit)) keys[o] = l.key[j], index[o++] = l.index[j];
+  });
   const auto [threshold, last_tied] = radix_select(std::move(keys), std::move(index), rank, K(digit), shift);
 
   // The top-k is { key > threshold } plus { key == threshold, index <= last_tied }: compact it in index
@@ -238,14 +249,21 @@ void topk_indices(int64_t n, int64_t k, SampleKey sample_key, FirstPassKey first
   using K = key_t<T>;
   const int chunks = chunk_count(n);
   std::vector<Candidates<K>> lists(static_cast<size_t>(chunks));
-  auto filter = [&](K threshold, auto key_of) {
+  // expected: the fraction of elements expected to pass, to reserve the lists once.
+  auto filter = [&](K threshold, double expected, auto key_of) {
     parallel_chunks(n, chunks, [&](int c, int64_t begin, int64_t end) {
-      lists[size_t(c)] = Candidates<K>{};
-      collect(begin, end, threshold, key_of, lists[size_t(c)]);
+      Candidates<K>& l = lists[size_t(c)];
+      l = Candidates<K>{};
+      const size_t reserve = size_t(expected * double(end - begin) * 1.1) + 1024;
+      l.index.reserve(reserve);
+      l.key.reserve(reserve);
+      collect(begin, end, threshold, key_of, l);
     });
   };
-  filter(sample_threshold<K>(n, k, sample_key), first_pass_key);
-  if (total_size(lists) < k) filter(histogram_threshold<K>(n, k, key_bits<T>, key_at, chunks), key_at);
+  const auto [threshold, fraction] = sample_threshold<K>(n, k, sample_key);
+  filter(threshold, fraction, first_pass_key);
+  if (total_size(lists) < k)
+    filter(histogram_threshold<K>(n, k, key_bits<T>, key_at, chunks), double(k) / double(n), key_at);
   select_from_candidates(lists, k, key_bits<T>, out);
 }
 
