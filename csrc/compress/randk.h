@@ -29,18 +29,22 @@ struct FeistelPermutation {
     return FeistelPermutation{size, seed, step, bits};
   }
 
+  CK_HD int lo_bits() const { return bits / 2; }
+  CK_HD uint32_t lo_mask() const { return uint32_t((uint64_t(1) << lo_bits()) - 1); }
+  CK_HD uint32_t hi_mask() const { return uint32_t((uint64_t(1) << (bits - lo_bits())) - 1); }
+
+  // Round `round` (0..3) on the split word: even rounds update hi from lo, odd rounds lo from hi.
+  CK_HD void round(uint32_t round, uint32_t& hi, uint32_t& lo) const {
+    if (round % 2 == 0)
+      hi ^= philox(seed, step, lo, round).v[0] & hi_mask();
+    else
+      lo ^= philox(seed, step, hi, round).v[0] & lo_mask();
+  }
+
   CK_HD uint64_t encrypt(uint64_t word) const {
-    const int lo_bits = bits / 2, hi_bits = bits - lo_bits;
-    const uint32_t lo_mask = uint32_t((uint64_t(1) << lo_bits) - 1);
-    const uint32_t hi_mask = uint32_t((uint64_t(1) << hi_bits) - 1);
-    uint32_t hi = uint32_t(word >> lo_bits), lo = uint32_t(word) & lo_mask;
-    for (uint32_t round = 0; round < 4; ++round) {
-      if (round % 2 == 0)
-        hi ^= philox(seed, step, lo, round).v[0] & hi_mask;
-      else
-        lo ^= philox(seed, step, hi, round).v[0] & lo_mask;
-    }
-    return (uint64_t(hi) << lo_bits) | lo;
+    uint32_t hi = uint32_t(word >> lo_bits()), lo = uint32_t(word) & lo_mask();
+    for (uint32_t r = 0; r < 4; ++r) round(r, hi, lo);
+    return (uint64_t(hi) << lo_bits()) | lo;
   }
 
   // The i-th element of the permutation of [0, size); requires i < size.

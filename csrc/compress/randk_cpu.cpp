@@ -1,5 +1,15 @@
-// Rand-k on the CPU: k permutation entries computed in parallel, then an LSD radix sort into ascending order.
+// Rand-k on the CPU: the k permutation entries computed in parallel (16 lanes at a time with AVX-512),
+// then a radix sort into ascending order.
+#include <algorithm>
+#include <utility>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* placeholders).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define CK_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi2")))
+#endif
 
 #include "../common/parallel.h"
 #include "api.h"
@@ -9,20 +19,108 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-// Sorts n non-negative int32 values below 2^bits ascending: LSD radix sort, 11 bits a pass.
+// Sorts n non-negative int32 values below 2^bits ascending: LSD radix sort, 11 bits a digit, with every
+// digit's histogram taken in one read.
 void radix_sort(int32_t* data, int64_t n, int bits) {
-  constexpr int kDigitBits = 11;
+  constexpr int kDigitBits = 11, kBins = 1 << kDigitBits;
+  const int digits = (bits + kDigitBits - 1) / kDigitBits;  // bits <= 31: at most 3
+  std::vector<uint32_t> count(size_t(digits) * kBins, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int d = 0; d < digits; ++d) ++count[size_t(d) * kBins + ((uint32_t(data[i]) >> (d * kDigitBits)) & (kBins - 1))];
   std::vector<int32_t> scratch(static_cast<size_t>(n));
   int32_t* src = data;
   int32_t* dst = scratch.data();
-  for (int shift = 0; shift < bits; shift += kDigitBits) {
-    int64_t count[(1 << kDigitBits) + 1] = {};
-    for (int64_t i = 0; i < n; ++i) ++count[((uint32_t(src[i]) >> shift) & ((1 << kDigitBits) - 1)) + 1];
-    for (int d = 0; d < (1 << kDigitBits); ++d) count[d + 1] += count[d];
-    for (int64_t i = 0; i < n; ++i) dst[count[(uint32_t(src[i]) >> shift) & ((1 << kDigitBits) - 1)]++] = src[i];
+  for (int d = 0; d < digits; ++d) {
+    uint32_t* c = count.data() + size_t(d) * kBins;
+    uint32_t sum = 0;
+    for (int b = 0; b < kBins; ++b) sum += std::exchange(c[b], sum);  // exclusive prefix sums
+    for (int64_t i = 0; i < n; ++i) dst[c[(uint32_t(src[i]) >> (d * kDigitBits)) & (kBins - 1)]++] = src[i];
     std::swap(src, dst);
   }
   if (src != data) std::copy(src, src + n, data);
+}
+
+// Writes { perm(i) : begin <= i < end } to out[begin, end), in some order (the caller sorts).
+void permute_range(const FeistelPermutation& perm, int64_t begin, int64_t end, int32_t* out) {
+  for (int64_t i = begin; i < end; ++i) out[i] = int32_t(perm(uint64_t(i)));
+}
+
+#ifdef CK_AVX512
+// 32x32 -> 64-bit products of 16 lanes: the even and the odd lanes' products recombined into the low
+// words (returned) and the high words (*hi).
+CK_AVX512 inline __m512i mulhilo_x16(__m512i m, __m512i x, __m512i* hi) {
+  const __m512i even = _mm512_mul_epu32(x, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+// Philox4x32-10 on 16 counters (a_l, b, step) at once with key seed; word 0 of each, as philox() gives.
+CK_AVX512 inline __m512i philox_word0_x16(__m512i a, uint32_t b, uint64_t seed, uint64_t step) {
+  const __m512i m0 = _mm512_set1_epi32(int(0xD2511F53u)), m1 = _mm512_set1_epi32(int(0xCD9E8D57u));
+  __m512i c0 = a, c1 = _mm512_set1_epi32(int(b));
+  __m512i c2 = _mm512_set1_epi32(int(uint32_t(step))), c3 = _mm512_set1_epi32(int(uint32_t(step >> 32)));
+  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    __m512i hi0, hi1;
+    const __m512i lo0 = mulhilo_x16(m0, c0, &hi0), lo1 = mulhilo_x16(m1, c2, &hi1);
+    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
+    c1 = lo1;
+    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c0;
+}
+
+// FeistelPermutation::encrypt on 16 words at once (words < 2^31).
+CK_AVX512 inline __m512i encrypt_x16(const FeistelPermutation& perm, __m512i word) {
+  const unsigned lo_bits = unsigned(perm.lo_bits());
+  const __m512i lo_mask = _mm512_set1_epi32(int(perm.lo_mask())), hi_mask = _mm512_set1_epi32(int(perm.hi_mask()));
+  __m512i hi = _mm512_srli_epi32(word, lo_bits), lo = _mm512_and_si512(word, lo_mask);
+  for (uint32_t r = 0; r < 4; ++r) {
+    if (r % 2 == 0)
+      hi = _mm512_xor_si512(hi, _mm512_and_si512(philox_word0_x16(lo, r, perm.seed, perm.step), hi_mask));
+    else
+      lo = _mm512_xor_si512(lo, _mm512_and_si512(philox_word0_x16(hi, r, perm.seed, perm.step), lo_mask));
+  }
+  return _mm512_or_si512(_mm512_slli_epi32(hi, lo_bits), lo);
+}
+
+// permute_range, 16 lanes at a time: a lane whose word is still >= size keeps walking; a lane that is
+// done emits its word and takes the next index.
+CK_AVX512 void permute_range_avx512(const FeistelPermutation& perm, int64_t begin, int64_t end, int32_t* out) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i size = _mm512_set1_epi32(int(perm.size));  // size < 2^31
+  __m512i word = _mm512_setzero_si512();
+  __mmask16 live = 0;
+  for (int64_t next = begin, o = begin;;) {
+    const __mmask16 free = __mmask16(~live);
+    const int take = int(std::min<int64_t>(__builtin_popcount(free), end - next));
+    if (take > 0) {  // free lanes take the next indices, in lane order
+      const __mmask16 filled = __mmask16(_pdep_u32((1u << take) - 1, free));
+      word = _mm512_mask_expand_epi32(word, filled, _mm512_add_epi32(_mm512_set1_epi32(int(next)), lane));
+      live = __mmask16(live | filled);
+      next += take;
+    }
+    if (!live) break;
+    word = encrypt_x16(perm, word);
+    const __mmask16 done = _mm512_mask_cmplt_epu32_mask(live, word, size);
+    _mm512_mask_compressstoreu_epi32(out + o, done, word);
+    o += __builtin_popcount(done);
+    live = __mmask16(live & ~done);
+  }
+}
+#endif
+
+void permute_range_dispatch(const FeistelPermutation& perm, int64_t begin, int64_t end, int32_t* out) {
+#ifdef CK_AVX512
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("bmi2");
+  if (avx512) return permute_range_avx512(perm, begin, end, out);
+#endif
+  permute_range(perm, begin, end, out);
 }
 
 }  // namespace
@@ -31,9 +129,7 @@ void randk_indices(int64_t size, int64_t k, uint64_t seed, uint64_t step, const 
   check_randk_args(size, k, indices);
   int32_t* out = indices.as<int32_t>("indices");
   const FeistelPermutation perm = FeistelPermutation::make(uint64_t(size), seed, step);
-  parallel_for(k, 1 << 12, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = int32_t(perm(uint64_t(i)));
-  });
+  parallel_for(k, 1 << 12, [&](int64_t begin, int64_t end) { permute_range_dispatch(perm, begin, end, out); });
   radix_sort(out, k, perm.bits);
 }
 
