@@ -68,7 +68,7 @@ NB_MODULE(CK_MODULE_NAME, m) {
     nb::dict d;
     d["backend"] = i.backend, d["compiler"] = i.compiler, d["build_type"] = i.build_type, d["flags"] = i.flags;
     d["sanitized"] = i.sanitized;
-    if (!kIsCuda) d["openmp"] = i.openmp, d["num_threads"] = i.num_threads;
+    if (!kIsCuda) d["openmp"] = i.openmp, d["num_threads"] = i.num_threads, d["simd"] = i.simd;
     if (kIsCuda) d["cuda_archs"] = i.cuda_archs, d["device_count"] = i.device_count, d["device_error"] = i.device_error;
     return d;
   }, "Compiled features of this backend.");

@@ -1,5 +1,6 @@
 #include "backend_info.h"
 
+#include "cpu_features.h"
 #include "parallel.h"
 
 namespace ck::CK_BACKEND {
@@ -14,6 +15,7 @@ BackendInfo backend_info() {
   info.openmp = true;
 #endif
   info.num_threads = max_threads();
+  info.simd = has_avx512() ? "avx512 (runtime dispatch)" : "baseline x86-64";
 #ifdef CK_SANITIZED
   info.sanitized = true;
 #endif

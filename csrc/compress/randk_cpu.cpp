@@ -4,13 +4,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (their _mm512_undefined_* placeholders).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#define CK_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,bmi2")))
-#endif
-
+#include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "api.h"
 #include "args.h"
@@ -115,10 +109,7 @@ CK_AVX512 void permute_range_avx512(const FeistelPermutation& perm, int64_t begi
 
 void permute_range_dispatch(const FeistelPermutation& perm, int64_t begin, int64_t end, int32_t* out) {
 #ifdef CK_AVX512
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("bmi2");
-  if (avx512) return permute_range_avx512(perm, begin, end, out);
+  if (has_avx512()) return permute_range_avx512(perm, begin, end, out);
 #endif
   permute_range(perm, begin, end, out);
 }

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "api.h"
 #include "args.h"
@@ -79,10 +80,7 @@ int select_positions(const K* keys, int len, K threshold, int32_t* sel) {
   return count;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#include <immintrin.h>
-
+#ifdef CK_AVX512
 // The same with AVX-512 compress-stores: 16 keys per step.
 CK_AVX512 int select_positions_avx512(const uint32_t* keys, int len, uint32_t threshold, int32_t* sel) {
   const __m512i t = _mm512_set1_epi32(int(threshold));
@@ -137,16 +135,6 @@ CK_AVX512 void collect_avx512(int64_t begin, int64_t end, K threshold, KeyOf key
   collect_tiles(begin, end, threshold, key_of, out, true);
 }
 #endif
-
-inline bool has_avx512() {
-#ifdef CK_AVX512
-  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return supported;
-#else
-  return false;
-#endif
-}
 
 template <class K, class KeyOf>
 void collect(int64_t begin, int64_t end, K threshold, KeyOf key_of, Candidates<K>& out) {
