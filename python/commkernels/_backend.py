@@ -3,6 +3,9 @@
 Arrays reach the kernels zero-copy through DLPack (nanobind's ``nb::ndarray``); outputs are allocated
 here, in the caller's framework and on the caller's device, so NumPy in gives NumPy out, torch in gives
 torch out and CuPy in gives CuPy out. CUDA kernels run on the caller's current stream.
+
+JAX arrays (on the CPU) are read zero-copy too; JAX arrays are immutable, so a kernel writes into a NumPy
+buffer that `finish` hands back as a JAX array (``jax.dlpack.from_dlpack``, which JAX may copy).
 """
 
 from __future__ import annotations
@@ -36,8 +39,13 @@ def _cupy():
     return sys.modules.get("cupy")
 
 
+def _is_jax(a) -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(a, jax.Array)
+
+
 def framework(a, name: str) -> str:
-    """'numpy', 'torch' or 'cupy'; TypeError naming `name` for anything else."""
+    """'numpy', 'torch', 'cupy' or 'jax'; TypeError naming `name` for anything else."""
     if isinstance(a, np.ndarray):
         return "numpy"
     torch = _torch()
@@ -46,7 +54,14 @@ def framework(a, name: str) -> str:
     cupy = _cupy()
     if cupy is not None and isinstance(a, cupy.ndarray):
         return "cupy"
-    raise TypeError(f"{name}: expected a NumPy array, a torch.Tensor or a CuPy array, got {type(a).__name__}")
+    if _is_jax(a):
+        platforms = {d.platform for d in a.devices()}
+        if platforms != {"cpu"} or len(a.devices()) != 1:
+            raise TypeError(f"{name}: JAX arrays are supported on one CPU device, got {sorted(platforms)} "
+                            f"on {len(a.devices())} device(s)")
+        return "jax"
+    raise TypeError(f"{name}: expected a NumPy array, a torch.Tensor, a CuPy array or a JAX array, "
+                    f"got {type(a).__name__}")
 
 
 def is_torch(a) -> bool:
@@ -66,6 +81,8 @@ def device(a) -> tuple[str, int]:
         return ("cpu", 0)
     if is_torch(a):
         return (a.device.type, a.device.index or 0)
+    if _is_jax(a):
+        return ("cpu", 0)
     return ("cuda", a.device.id)  # cupy
 
 
@@ -80,7 +97,17 @@ def numel(a) -> int:
 
 
 def is_contiguous(a) -> bool:
+    if _is_jax(a):
+        return True  # a single-device JAX array is a dense row-major buffer
     return a.is_contiguous() if is_torch(a) else bool(a.flags.c_contiguous)
+
+
+def is_mutable(a) -> bool:
+    """Whether a kernel may write into a (JAX arrays never; NumPy and CuPy views may be read-only)."""
+    if _is_jax(a):
+        return False
+    flags = getattr(a, "flags", None)
+    return flags is None or bool(getattr(flags, "writeable", True))
 
 
 def module(a):
@@ -108,7 +135,7 @@ def stream(a) -> int:
 def empty(like, n: int, dtype: str | None = None):
     """A new 1-D array of n elements in like's framework, on like's device; dtype defaults to like's."""
     dtype = dtype or dtype_name(like)
-    if isinstance(like, np.ndarray):
+    if isinstance(like, np.ndarray) or _is_jax(like):
         return np.empty(n, dtype=np.dtype(dtype))
     if is_torch(like):
         torch = _torch()
@@ -116,6 +143,15 @@ def empty(like, n: int, dtype: str | None = None):
     cupy = _cupy()
     with like.device:
         return cupy.empty(n, dtype=dtype)
+
+
+def finish(like, out):
+    """An output buffer from `empty(like, ...)` as an array of like's framework."""
+    if _is_jax(like):
+        import jax
+
+        return jax.dlpack.from_dlpack(out)
+    return out
 
 
 def empty_on(framework_name: str, device_spec, n: int, dtype: str):

@@ -13,6 +13,9 @@ def float_array(a, name: str) -> str:
     dtype = _backend.dtype_name(a)
     if dtype not in _backend.FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32, float64, float16 or bfloat16, got {dtype}")
+    if fw == "jax" and dtype == "bfloat16":
+        # outputs for JAX are NumPy buffers, and NumPy cannot hand a bfloat16 buffer over DLPack
+        raise TypeError(f"{name}: bfloat16 JAX arrays are not supported (float32, float64, float16 are)")
     contiguous(a, name)
     return fw
 
@@ -46,7 +49,10 @@ def integer(value, name: str, low: int | None = None, high: int | None = None) -
 
 
 def writable(a, name: str) -> None:
-    """For arrays a function updates in place (NumPy and CuPy arrays can be read-only views)."""
-    flags = getattr(a, "flags", None)
-    if flags is not None and not getattr(flags, "writeable", True):
+    """For arrays a function updates in place: JAX arrays are immutable (TypeError); NumPy and CuPy
+    views may be read-only (ValueError)."""
+    if _backend.framework(a, name) == "jax":
+        raise TypeError(f"{name}: JAX arrays are immutable, and this argument is updated in place: "
+                        "pass a NumPy, torch or CuPy array")
+    if not _backend.is_mutable(a):
         raise ValueError(f"{name}: expected a writable array (it is updated in place), got a read-only one")

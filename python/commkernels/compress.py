@@ -2,13 +2,15 @@
 
 Semantics are those of ``shared/specs/compress.md``; the executable specification is
 ``commkernels.reference.compress``. Every function takes NumPy arrays, torch tensors (through the
-``commkernels::<name>`` custom ops) or CuPy arrays, and returns arrays of the same framework on the same
-device. Arrays of any shape are compressed as their flattened (C-order) view; they must be contiguous.
+``commkernels::<name>`` custom ops), CuPy arrays or (CPU) JAX arrays, and returns arrays of the same
+framework on the same device. Arrays of any shape are compressed as their flattened (C-order) view; they must be contiguous.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from . import _backend, _checks, _torch_ops
 
@@ -50,6 +52,8 @@ def decompress(msg: SparseMsg, out=None):
             raise ValueError(f"msg.indices: expected indices in [0, {size}), got values in [{low}, {high}]")
     if out is None:
         out = _backend.empty(values, size)
+        if _backend.framework(values, "msg.values") == "jax":  # filled in NumPy, handed back as JAX
+            values, indices = np.asarray(values), np.asarray(indices)
     else:
         _checks.same_place(values, out, "msg.values", "out")
         _checks.contiguous(out, "out")
@@ -64,7 +68,7 @@ def decompress(msg: SparseMsg, out=None):
     else:
         flat.fill(0)
     flat[indices.reshape(-1)] = values.reshape(-1)
-    return out
+    return _backend.finish(msg.values, out)
 
 
 # ---- top-k --------------------------------------------------------------------------------------------
@@ -72,7 +76,7 @@ def decompress(msg: SparseMsg, out=None):
 def _topk_kernel(x, k: int):
     values, indices = _backend.empty(x, k), _backend.empty(x, k, "int32")
     _backend.module(x).topk(x, k, values, indices, _backend.stream(x))
-    return values, indices
+    return _backend.finish(x, values), _backend.finish(x, indices)
 
 
 def _topk_fake(x, k):
@@ -160,7 +164,7 @@ def _randk_kernel(x, k: int, seed: int, step: int, unbiased: bool):
     values, indices = _backend.empty(x, k), _backend.empty(x, k, "int32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(x).randk(x, k, seed, step, unbiased, values, indices, _backend.stream(x))
-    return values, indices
+    return _backend.finish(x, values), _backend.finish(x, indices)
 
 
 def _randk_fake(x, k, seed, step, unbiased):
@@ -214,7 +218,7 @@ def _randk_indices_kernel(like, size: int, k: int, seed: int, step: int):
     indices = _backend.empty(like, k, "int32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(like).randk_indices(size, k, seed, step, indices, _backend.stream(like))
-    return indices
+    return _backend.finish(like, indices)
 
 
 def _randk_indices_fake(like, size, k, seed, step):
