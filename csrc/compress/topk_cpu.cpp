@@ -9,7 +9,9 @@
 // 4. Radix select over the candidates' keys finds the k-th element (T, I) in the order "larger key first,
 //    then lower index"; the top-k is exactly { i : key_i > T or (key_i == T and i <= I) }, compacted from
 //    the candidates in index order.
-// The result never depends on the sample or on the thread count: only the amount of work does.
+// The result never depends on the sample or on the thread count: only the amount of work does. Reads
+// the input once (twice after a fallback); extra memory is the candidate lists, 8 bytes per candidate:
+// about 1.2 k for continuous data, up to n when most keys tie at the threshold (e.g. mostly zeros).
 #include <algorithm>
 #include <cmath>
 #include <vector>
