@@ -47,4 +47,31 @@ void dispatch_grad_residual(const Array& grad, const Array& residual, F&& f) {
   });
 }
 
+// Checks topk's arguments and calls f(x, values, indices) with typed pointers (T: x's dtype).
+template <class F>
+void with_topk_args(const Array& x, int64_t k, const Array& values, const Array& indices, F&& f) {
+  dispatch_float(x.dtype, "x", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    check_size_fits_int32(x.size, "x");
+    check_k(x.size, k);
+    check_sparse_outputs<T>(k, values, indices);
+    f(static_cast<const T*>(x.data), values.as<T>("values"), indices.as<int32_t>("indices"));
+  });
+}
+
+// Checks ef_topk's arguments and calls f(grad, residual, values, indices) with typed pointers.
+template <class F>
+void with_ef_topk_args(const Array& grad, const Array& residual, int64_t k, const Array& values,
+                       const Array& indices, F&& f) {
+  check_size_fits_int32(grad.size, "grad");
+  dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
+    using G = typename decltype(gtag)::type;
+    using R = typename decltype(rtag)::type;
+    check_k(residual.size, k);
+    check_sparse_outputs<R>(k, values, indices);
+    f(static_cast<const G*>(grad.data), static_cast<R*>(residual.data), values.as<R>("values"),
+      indices.as<int32_t>("indices"));
+  });
+}
+
 }  // namespace ck

@@ -14,6 +14,7 @@
 // about 1.2 k for continuous data, up to n when most keys tie at the threshold (e.g. mostly zeros).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../common/cpu_features.h"
@@ -273,19 +274,14 @@ void iota(int32_t* out, int64_t n) {
 }  // namespace
 
 void topk(const Array& x, int64_t k, const Array& values, const Array& indices, Stream) {
-  dispatch_float(x.dtype, "x", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    check_size_fits_int32(x.size, "x");
-    check_k(x.size, k);
-    check_sparse_outputs<T>(k, values, indices);
-    const T* data = static_cast<const T*>(x.data);
-    int32_t* out = indices.as<int32_t>("indices");
+  with_topk_args(x, k, values, indices, [&](const auto* data, auto* vals, int32_t* out) {
+    using T = std::remove_pointer_t<decltype(vals)>;
     auto key_at = [data](int64_t i) { return magnitude_key(data[i]); };
     if (k == x.size)
       iota(out, k);
     else if (k > 0)
       topk_indices<T>(x.size, k, key_at, key_at, key_at, out);
-    gather(data, out, k, values.as<T>("values"));
+    gather(data, out, k, vals);
   });
 }
 
@@ -322,14 +318,8 @@ void ef_topk_typed(const G* grad, R* residual, int64_t n, int64_t k, R* values, 
 
 void ef_topk(const Array& grad, const Array& residual, int64_t k, const Array& values, const Array& indices,
              Stream) {
-  check_size_fits_int32(grad.size, "grad");
-  dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
-    using G = typename decltype(gtag)::type;
-    using R = typename decltype(rtag)::type;
-    check_k(residual.size, k);
-    check_sparse_outputs<R>(k, values, indices);
-    ef_topk_typed(static_cast<const G*>(grad.data), static_cast<R*>(residual.data), grad.size, k,
-                  values.as<R>("values"), indices.as<int32_t>("indices"));
+  with_ef_topk_args(grad, residual, k, values, indices, [&](const auto* g, auto* r, auto* vals, int32_t* out) {
+    ef_topk_typed(g, r, grad.size, k, vals, out);
   });
 }
 

@@ -200,36 +200,23 @@ __global__ void zero_at_kernel(R* __restrict__ residual, const int32_t* __restri
 }  // namespace
 
 void topk(const Array& x, int64_t k, const Array& values, const Array& indices, Stream stream) {
-  dispatch_float(x.dtype, "x", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    check_size_fits_int32(x.size, "x");
-    check_k(x.size, k);
-    check_sparse_outputs<T>(k, values, indices);
+  with_topk_args(x, k, values, indices, [&](const auto* data, auto* vals, int32_t* out) {
     if (k == 0) return;
     DeviceGuard guard(stream);
-    topk_launch(static_cast<const T*>(x.data), x.size, k, values.as<T>("values"), indices.as<int32_t>("indices"),
-                cuda_stream(stream));
+    topk_launch(data, x.size, k, vals, out, cuda_stream(stream));
   });
 }
 
 void ef_topk(const Array& grad, const Array& residual, int64_t k, const Array& values, const Array& indices,
              Stream stream) {
-  check_size_fits_int32(grad.size, "grad");
-  dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
-    using G = typename decltype(gtag)::type;
-    using R = typename decltype(rtag)::type;
-    check_k(residual.size, k);
-    check_sparse_outputs<R>(k, values, indices);
+  with_ef_topk_args(grad, residual, k, values, indices, [&](const auto* g, auto* r, auto* vals, int32_t* out) {
     if (grad.size == 0) return;
     DeviceGuard guard(stream);
     const cudaStream_t s = cuda_stream(stream);
-    R* r = static_cast<R*>(residual.data);
-    add_kernel<<<grid_for(grad.size, kThreads, 1 << 16), kThreads, 0, s>>>(static_cast<const G*>(grad.data), r,
-                                                                           grad.size);
+    add_kernel<<<grid_for(grad.size, kThreads, 1 << 16), kThreads, 0, s>>>(g, r, grad.size);
     check_launch();
     if (k == 0) return;
-    int32_t* out = indices.as<int32_t>("indices");
-    topk_launch(static_cast<const R*>(r), residual.size, k, values.as<R>("values"), out, s);
+    topk_launch(static_cast<const std::remove_pointer_t<decltype(r)>*>(r), residual.size, k, vals, out, s);
     zero_at_kernel<<<grid_for(k, kThreads), kThreads, 0, s>>>(r, out, k);
     check_launch();
   });
