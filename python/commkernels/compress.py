@@ -35,7 +35,8 @@ def decompress(msg: SparseMsg, out=None):
     """The dense ``size``-element array of ``msg``: its values at its indices, zero elsewhere.
 
     Indices are checked to lie in [0, size) (ValueError otherwise; for CUDA arrays the check reads two
-    numbers back from the GPU, and under torch.compile it is skipped). Repeated indices: the last wins.
+    numbers back from the GPU, and under torch.compile it is skipped). The kernels' messages have distinct
+    indices; for a hand-made message with repeated ones, which value lands is the framework's choice.
     ``out`` (optional): a contiguous array of ``msg.size`` elements, same framework, device and dtype as
     ``msg.values``, to reuse across steps; it is overwritten and returned.
     """
