@@ -1,10 +1,10 @@
-# Helpers for the two extension modules. Both are built from the same binding file
-# (csrc/bindings/module.cpp); CK_BACKEND selects the kernel namespace it binds (ck::cpu or ck::cuda).
+# Helpers for the two extension modules. Both are built from the same binding files (csrc/bindings/);
+# CK_BACKEND selects the kernel namespace they bind (ck::cpu or ck::cuda).
 
 # commkernels_add_module(<name> <backend> <sources...>)
 function(commkernels_add_module name backend)
   # NOMINSIZE: nanobind's default -Os costs ~25% on hot loops. NB_STATIC: no shared libnanobind to ship.
-  nanobind_add_module(${name} NB_STATIC NOMINSIZE csrc/bindings/module.cpp ${ARGN})
+  nanobind_add_module(${name} NB_STATIC NOMINSIZE ${ARGN})
   target_compile_definitions(${name} PRIVATE
     CK_BACKEND=${backend}
     CK_MODULE_NAME=${name}

@@ -1,10 +1,4 @@
-"""Gradient compression: what a worker sends, and the exact decompression of it.
-
-Semantics are those of ``shared/specs/compress.md``; the executable specification is
-``commkernels.reference.compress``. Every function takes NumPy arrays, torch tensors (through the
-``commkernels::<name>`` custom ops), CuPy arrays or (CPU) JAX arrays, and returns arrays of the same
-framework on the same device. Arrays of any shape are compressed as their flattened (C-order) view; they must be contiguous.
-"""
+"""Sparse messages: top-k, error-feedback top-k, rand-k, and their decompression."""
 
 from __future__ import annotations
 
@@ -12,9 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _backend, _checks, _torch_ops
-
-__all__ = ["SparseMsg", "decompress", "topk", "ef_topk_", "randk", "randk_indices"]
+from .. import _backend, _checks, _torch_ops
 
 _MAX_SIZE = (1 << 31) - 1  # index outputs are int32
 _MAX_UINT64 = (1 << 64) - 1
