@@ -12,3 +12,6 @@ One module per kind of message: ``_sparse`` (top-k, rand-k).
 from ._sparse import SparseMsg, decompress, ef_topk_, randk, randk_indices, topk
 
 __all__ = ["SparseMsg", "decompress", "topk", "ef_topk_", "randk", "randk_indices"]
+from ._wire import nbytes, pack, unpack
+
+__all__ += ["pack", "unpack", "nbytes"]

@@ -1,0 +1,41 @@
+// Bindings of the wire format (csrc/compress/wire_api.h, CPU module only), sparse aggregation and
+// threshold selection (both modules).
+#include "../compress/wire_api.h"
+#include "ndarray.h"
+
+namespace {
+
+using namespace ck::bindings;
+namespace backend = ck::CK_BACKEND;
+
+// The codecs exist on the host only. A template, so that the CUDA module never instantiates (and never
+// links against) the calls in the discarded branch.
+template <bool cuda = kIsCuda>
+void bind_codecs(nb::module_& m) {
+  if constexpr (!cuda) {
+    m.def(
+        "delta_varint_nbytes",
+        [](const In& indices, int64_t size) { return backend::delta_varint_nbytes(as_array(indices, "indices"), size); },
+        nb::arg("indices").noconvert(), nb::arg("size"), nb::call_guard<nb::gil_scoped_release>());
+    m.def(
+        "encode_sparse",
+        [](const In& values, const In& indices, int64_t size, int codec, const Out& payload) {
+          backend::encode_sparse(as_array(values, "values"), as_array(indices, "indices"), size, codec,
+                                 as_array(payload, "out"));
+        },
+        nb::arg("values").noconvert(), nb::arg("indices").noconvert(), nb::arg("size"), nb::arg("codec"),
+        nb::arg("payload").noconvert(), nb::call_guard<nb::gil_scoped_release>());
+    m.def(
+        "decode_sparse",
+        [](const In& payload, int64_t size, int codec, const Out& values, const Out& indices) {
+          backend::decode_sparse(as_array(payload, "buf"), size, codec, as_array(values, "values"),
+                                 as_array(indices, "indices"));
+        },
+        nb::arg("payload").noconvert(), nb::arg("size"), nb::arg("codec"), nb::arg("values").noconvert(),
+        nb::arg("indices").noconvert(), nb::call_guard<nb::gil_scoped_release>());
+  }
+}
+
+CK_BINDINGS(bind_compress_wire) { bind_codecs(m); }
+
+}  // namespace

@@ -1,0 +1,243 @@
+// The wire format's index codecs on the CPU.
+//
+// Encoding is parallel over fixed chunks of the indices (delta + varint: a length pass per chunk, an
+// exclusive scan of the lengths, then each chunk writes at its offset) or of the bitmap's bytes (each
+// chunk binary-searches its first index). Decoding checks every length against the payload before
+// reading it; raw and bitmap decode in parallel chunks; delta + varint decodes in one sequential pass
+// (each gap's position depends on every earlier one).
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../common/parallel.h"
+#include "wire.h"
+#include "wire_api.h"
+
+namespace ck::CK_BACKEND {
+namespace {
+
+constexpr int64_t kIndexGrain = 1 << 14;
+
+int64_t itemsize(DType t) {
+  return dispatch_float(t, "values", [](auto tag) { return int64_t(sizeof(typename decltype(tag)::type)); });
+}
+
+IndexCodec codec_of(int codec) {
+  check(codec >= 0 && codec <= 2, "index_codec: expected 0 (raw), 1 (delta) or 2 (bitmap), got " +
+                                      std::to_string(codec));
+  return IndexCodec(codec);
+}
+
+// Calls f(const Index*) for int32 or int64 indices.
+template <class F>
+void with_indices(const Array& indices, F&& f) {
+  if (indices.dtype == DType::int32) return f(static_cast<const int32_t*>(indices.data));
+  if (indices.dtype == DType::int64) return f(static_cast<const int64_t*>(indices.data));
+  throw TypeError(std::string("indices: expected int32 or int64, got ") + dtype_name(indices.dtype));
+}
+
+// Per chunk of the indices: the varint bytes of its gaps (the first index as is), and whether every
+// index is in [0, size) and above its predecessor. Chunks depend only on k.
+template <class Index>
+std::vector<int64_t> delta_lengths(const Index* idx, int64_t k, int64_t size) {
+  const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(1024, k / kIndexGrain)));
+  std::vector<int64_t> length(size_t(chunks) + 1, 0);
+  std::vector<char> bad(size_t(chunks), 0);
+  parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
+    int64_t bytes = 0;
+    bool ok = true;
+    int64_t prev = begin == 0 ? -1 : int64_t(idx[begin - 1]);
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t i = int64_t(idx[j]);
+      ok &= (i > prev) & (i < size);
+      bytes += varint_length(uint32_t(i - (prev < 0 ? 0 : prev)));
+      prev = i;
+    }
+    length[size_t(c) + 1] = bytes;
+    bad[size_t(c)] = !ok;
+  });
+  for (int c = 0; c < chunks; ++c)
+    check(!bad[size_t(c)], "msg.indices: expected strictly ascending indices in [0, " + std::to_string(size) + ")");
+  for (int c = 0; c < chunks; ++c) length[size_t(c) + 1] += length[size_t(c)];
+  return length;  // exclusive offsets; the last entry is the total
+}
+
+void copy_bytes(const uint8_t* src, int64_t n, uint8_t* dst) {
+  parallel_for(n, int64_t(1) << 20, [&](int64_t begin, int64_t end) { std::memcpy(dst + begin, src + begin, size_t(end - begin)); });
+}
+
+template <class Index>
+void encode_raw(const Index* idx, int64_t k, uint8_t* out) {
+  parallel_for(k, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const uint32_t v = uint32_t(idx[j]);
+      std::memcpy(out + 4 * j, &v, 4);  // little-endian host
+    }
+  });
+}
+
+template <class Index>
+void encode_delta(const Index* idx, int64_t k, const std::vector<int64_t>& offset, uint8_t* out) {
+  const int chunks = int(offset.size()) - 1;
+  parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
+    uint8_t* p = out + offset[size_t(c)];
+    int64_t prev = begin == 0 ? 0 : int64_t(idx[begin - 1]);
+    for (int64_t j = begin; j < end; ++j) {
+      p += write_varint(uint32_t(int64_t(idx[j]) - prev), p);
+      prev = int64_t(idx[j]);
+    }
+  });
+}
+
+// Bit i of the bitmap is bit (i % 8) of byte i / 8. Each chunk of bytes finds its first index by binary search.
+template <class Index>
+void encode_bitmap(const Index* idx, int64_t k, int64_t size, uint8_t* out) {
+  const int64_t nbytes = bitmap_nbytes(size);
+  const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(1024, nbytes / (1 << 16))));
+  parallel_chunks(nbytes, chunks, [&](int, int64_t begin, int64_t end) {
+    std::memset(out + begin, 0, size_t(end - begin));
+    const int64_t last = end * 8;
+    int64_t j = std::lower_bound(idx, idx + k, Index(std::min<int64_t>(begin * 8, size))) - idx;
+    for (; j < k && int64_t(idx[j]) < last; ++j) {
+      const int64_t i = int64_t(idx[j]);
+      out[i >> 3] |= uint8_t(1u << (i & 7));
+    }
+  });
+}
+
+void decode_raw(const uint8_t* in, int64_t k, int64_t size, int32_t* out) {
+  const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(1024, k / kIndexGrain)));
+  std::vector<char> bad(size_t(chunks), 0);
+  parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
+    bool ok = true;
+    int64_t prev = -1;
+    if (begin > 0) {
+      uint32_t v;
+      std::memcpy(&v, in + 4 * (begin - 1), 4);
+      prev = v;
+    }
+    for (int64_t j = begin; j < end; ++j) {
+      uint32_t v;
+      std::memcpy(&v, in + 4 * j, 4);
+      ok &= (int64_t(v) > prev) & (int64_t(v) < size);
+      out[j] = int32_t(v);
+      prev = v;
+    }
+    bad[size_t(c)] = !ok;
+  });
+  for (char b : bad) check(!b, "buf: corrupted raw indices (expected strictly ascending indices in [0, size))");
+}
+
+void decode_delta(const uint8_t* in, int64_t nbytes, int64_t k, int64_t size, int32_t* out) {
+  const uint8_t* p = in;
+  const uint8_t* const end = in + nbytes;
+  int64_t prev = -1;
+  for (int64_t j = 0; j < k; ++j) {
+    uint32_t gap;
+    const int n = read_varint(p, end, &gap);
+    check(n > 0, "buf: corrupted delta indices (a varint runs past the index payload, overflows 32 bits or "
+                 "is not in shortest form) at index " + std::to_string(j));
+    p += n;
+    const int64_t i = j == 0 ? int64_t(gap) : prev + int64_t(gap);
+    check(j == 0 || gap > 0, "buf: corrupted delta indices (a zero gap) at index " + std::to_string(j));
+    check(i < size, "buf: corrupted delta indices (index " + std::to_string(i) + " >= size " + std::to_string(size) + ")");
+    out[j] = int32_t(i);
+    prev = i;
+  }
+  check(p == end, "buf: corrupted delta indices (" + std::to_string(end - p) + " bytes left over after " +
+                      std::to_string(k) + " indices)");
+}
+
+uint64_t load_word(const uint8_t* p, int64_t available) {
+  uint64_t w = 0;
+  std::memcpy(&w, p, size_t(std::min<int64_t>(8, available)));
+  return w;
+}
+
+void decode_bitmap(const uint8_t* in, int64_t k, int64_t size, int32_t* out) {
+  const int64_t nbytes = bitmap_nbytes(size);
+  if (size % 8)
+    check((in[nbytes - 1] >> (size % 8)) == 0, "buf: corrupted bitmap (bits set past size " + std::to_string(size) + ")");
+  const int64_t words = (nbytes + 7) / 8;
+  const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(1024, words / (1 << 13))));
+  std::vector<int64_t> offset(size_t(chunks) + 1, 0);
+  parallel_chunks(words, chunks, [&](int c, int64_t begin, int64_t end) {
+    int64_t count = 0;
+    for (int64_t w = begin; w < end; ++w) count += __builtin_popcountll(load_word(in + 8 * w, nbytes - 8 * w));
+    offset[size_t(c) + 1] = count;
+  });
+  for (int c = 0; c < chunks; ++c) offset[size_t(c) + 1] += offset[size_t(c)];
+  check(offset[size_t(chunks)] == k, "buf: corrupted bitmap (" + std::to_string(offset[size_t(chunks)]) +
+                                         " bits set, the header says " + std::to_string(k) + " indices)");
+  parallel_chunks(words, chunks, [&](int c, int64_t begin, int64_t end) {
+    int32_t* o = out + offset[size_t(c)];
+    for (int64_t w = begin; w < end; ++w) {
+      uint64_t bits = load_word(in + 8 * w, nbytes - 8 * w);
+      while (bits) {
+        *o++ = int32_t(64 * w + __builtin_ctzll(bits));
+        bits &= bits - 1;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+int64_t delta_varint_nbytes(const Array& indices, int64_t size) {
+  check(size >= 0, "size: expected >= 0, got " + std::to_string(size));
+  int64_t total = 0;
+  with_indices(indices, [&](const auto* idx) { total = delta_lengths(idx, indices.size, size).back(); });
+  return total;
+}
+
+void encode_sparse(const Array& values, const Array& indices, int64_t size, int codec, const Array& payload) {
+  check(size >= 0, "size: expected >= 0, got " + std::to_string(size));
+  check_size_fits_int32(size, "size");
+  const IndexCodec kind = codec_of(codec);
+  const int64_t k = indices.size;
+  check(values.size == k, "msg: " + std::to_string(values.size) + " values but " + std::to_string(k) + " indices");
+  check(k <= size, "msg: " + std::to_string(k) + " indices for size " + std::to_string(size));
+  payload.as<uint8_t>("out");
+  const int64_t value_bytes = k * itemsize(values.dtype);
+  uint8_t* out = static_cast<uint8_t*>(payload.data);
+  with_indices(indices, [&](const auto* idx) {
+    const std::vector<int64_t> offset = delta_lengths(idx, k, size);  // also checks the indices
+    const int64_t index_bytes = kind == IndexCodec::raw ? 4 * k : kind == IndexCodec::delta ? offset.back() : bitmap_nbytes(size);
+    check(payload.size == value_bytes + index_bytes,
+          "out: expected " + std::to_string(value_bytes + index_bytes) + " bytes, got " + std::to_string(payload.size));
+    copy_bytes(static_cast<const uint8_t*>(values.data), value_bytes, out);
+    out += value_bytes;
+    if (kind == IndexCodec::raw) encode_raw(idx, k, out);
+    else if (kind == IndexCodec::delta) encode_delta(idx, k, offset, out);
+    else encode_bitmap(idx, k, size, out);
+  });
+}
+
+void decode_sparse(const Array& payload, int64_t size, int codec, const Array& values, const Array& indices) {
+  check(size >= 0, "size: expected >= 0, got " + std::to_string(size));
+  check_size_fits_int32(size, "size");
+  const IndexCodec kind = codec_of(codec);
+  const int64_t k = indices.size;
+  check(values.size == k, "values: expected " + std::to_string(k) + " elements like indices");
+  check(k <= size, "buf: corrupted header (count " + std::to_string(k) + " > size " + std::to_string(size) + ")");
+  const uint8_t* in = payload.as<uint8_t>("buf");
+  int32_t* out = indices.as<int32_t>("indices");
+  const int64_t value_bytes = k * itemsize(values.dtype);
+  check(payload.size >= value_bytes, "buf: truncated (" + std::to_string(payload.size) + " payload bytes, " +
+                                         std::to_string(value_bytes) + " needed for the values)");
+  const int64_t index_bytes = payload.size - value_bytes;
+  const int64_t expected = kind == IndexCodec::raw ? 4 * k : kind == IndexCodec::bitmap ? bitmap_nbytes(size) : -1;
+  if (expected >= 0)
+    check(index_bytes == expected, "buf: corrupted lengths (" + std::to_string(index_bytes) + " index bytes, " +
+                                       std::to_string(expected) + " expected)");
+  else
+    check(index_bytes >= k && index_bytes <= kMaxVarintBytes * k,
+          "buf: corrupted lengths (" + std::to_string(index_bytes) + " delta index bytes for " + std::to_string(k) + " indices)");
+  if (kind == IndexCodec::raw) decode_raw(in + value_bytes, k, size, out);
+  else if (kind == IndexCodec::delta) decode_delta(in + value_bytes, index_bytes, k, size, out);
+  else decode_bitmap(in + value_bytes, k, size, out);
+  copy_bytes(in, value_bytes, static_cast<uint8_t*>(values.data));
+}
+
+}  // namespace ck::CK_BACKEND

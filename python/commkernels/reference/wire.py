@@ -1,0 +1,95 @@
+"""Reference of the wire format (``commkernels.compress._wire``'s docstring has the layout).
+
+Plain Python and NumPy, written from the layout: a header, the values' bytes, then the indices as raw
+uint32, as LEB128 varints of the first index and the gaps, or as an LSB-first bitmap.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+__all__ = ["encode_indices", "decode_indices", "index_nbytes", "pack", "unpack", "CODECS"]
+
+CODECS = ("raw", "delta", "bitmap")
+_HEADER = struct.Struct("<4sBBBBQQQQ")
+_DTYPES = {"float32": 1, "float64": 2, "float16": 3, "bfloat16": 4}
+_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, v = v & 0x7F, v >> 7
+        out.append(byte | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def encode_indices(indices, size: int, codec: str) -> bytes:
+    idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+    if any(b <= a for a, b in zip(idx, idx[1:])) or any(i < 0 or i >= size for i in idx):
+        raise ValueError("indices: expected strictly ascending indices in [0, size)")
+    if codec == "raw":
+        return np.asarray(idx, dtype="<u4").tobytes()
+    if codec == "delta":
+        return b"".join(_varint(i - p) for p, i in zip([0] + idx, idx))
+    if codec == "bitmap":
+        bits = np.zeros(size, dtype=np.uint8)
+        bits[idx] = 1
+        return np.packbits(bits, bitorder="little").tobytes()
+    raise ValueError(f"codec: {codec!r}")
+
+
+def decode_indices(data: bytes, count: int, size: int, codec: str) -> np.ndarray:
+    if codec == "raw":
+        return np.frombuffer(data, dtype="<u4").astype(np.int32)
+    if codec == "delta":
+        out, pos, prev = [], 0, 0
+        for _ in range(count):
+            v, shift = 0, 0
+            while True:
+                byte = data[pos]
+                pos += 1
+                v |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            prev = prev + v
+            out.append(prev)
+        return np.asarray(out, dtype=np.int32)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[:size]
+    return np.flatnonzero(bits).astype(np.int32)
+
+
+def index_nbytes(indices, size: int, codec: str) -> int:
+    return len(encode_indices(indices, size, codec))
+
+
+def choose_codec(indices, size: int) -> str:
+    """The codec with the fewest bytes; ties go to the earlier of raw, delta, bitmap."""
+    sizes = [index_nbytes(indices, size, c) for c in CODECS]
+    return CODECS[sizes.index(min(sizes))]
+
+
+def pack(value_bytes: bytes, dtype: str, indices, size: int, codec: str = "auto") -> bytes:
+    """value_bytes: the values' raw little-endian bytes, in dtype (bfloat16: the 16-bit patterns)."""
+    if codec == "auto":
+        codec = choose_codec(indices, size)
+    count = int(np.asarray(indices).size)
+    assert len(value_bytes) == count * _ITEMSIZE[dtype]
+    index_bytes = encode_indices(indices, size, codec)
+    header = _HEADER.pack(b"CKWF", 1, 1, _DTYPES[dtype], CODECS.index(codec), size, count, len(value_bytes),
+                          len(index_bytes))
+    return header + value_bytes + index_bytes
+
+
+def unpack(buf: bytes):
+    """(value_bytes, dtype, indices, size) of a well-formed buffer."""
+    magic, version, kind, dtype_code, codec, size, count, len0, len1 = _HEADER.unpack(buf[:_HEADER.size])
+    assert (magic, version, kind) == (b"CKWF", 1, 1) and len(buf) == _HEADER.size + len0 + len1
+    dtype = {v: k for k, v in _DTYPES.items()}[dtype_code]
+    values = buf[_HEADER.size:_HEADER.size + len0]
+    indices = decode_indices(buf[_HEADER.size + len0:], count, size, CODECS[codec])
+    return values, dtype, indices, size
