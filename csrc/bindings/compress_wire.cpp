@@ -1,5 +1,10 @@
 // Bindings of the wire format (csrc/compress/wire_api.h, CPU module only), sparse aggregation and
 // threshold selection (both modules).
+#include <nanobind/stl/vector.h>
+
+#include <vector>
+
+#include "../compress/aggregate_sparse.h"
 #include "../compress/wire_api.h"
 #include "ndarray.h"
 
@@ -36,6 +41,26 @@ void bind_codecs(nb::module_& m) {
   }
 }
 
-CK_BINDINGS(bind_compress_wire) { bind_codecs(m); }
+template <class A>
+std::vector<ck::Array> as_arrays(const std::vector<A>& arrays, const char* name) {
+  std::vector<ck::Array> out;
+  out.reserve(arrays.size());
+  for (const A& a : arrays) out.push_back(as_array(a, name));
+  return out;
+}
+
+CK_BINDINGS(bind_compress_wire) {
+  bind_codecs(m);
+
+  m.def(
+      "sparse_aggregate",
+      [](const std::vector<In>& values, const std::vector<In>& indices, int64_t size, bool average, const Out& out,
+         uintptr_t stream) {
+        backend::sparse_aggregate(as_arrays(values, "values"), as_arrays(indices, "indices"), size, average,
+                                  as_array(out, "out"), stream_of(stream, out));
+      },
+      nb::arg("values").noconvert(), nb::arg("indices").noconvert(), nb::arg("size"), nb::arg("average"),
+      nb::arg("out").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+}
 
 }  // namespace

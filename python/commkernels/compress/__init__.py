@@ -15,3 +15,6 @@ __all__ = ["SparseMsg", "decompress", "topk", "ef_topk_", "randk", "randk_indice
 from ._wire import nbytes, pack, unpack
 
 __all__ += ["pack", "unpack", "nbytes"]
+from ._aggregate import sparse_aggregate
+
+__all__ += ["sparse_aggregate"]

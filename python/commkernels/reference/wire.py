@@ -1,4 +1,5 @@
-"""Reference of the wire format (``commkernels.compress._wire``'s docstring has the layout).
+"""Reference of the wire format (``commkernels.compress._wire``'s docstring has the layout), and of the
+two variable-size sparse operations that travel with it: sparse aggregation and threshold selection.
 
 Plain Python and NumPy, written from the layout: a header, the values' bytes, then the indices as raw
 uint32, as LEB128 varints of the first index and the gaps, or as an LSB-first bitmap.
@@ -10,7 +11,8 @@ import struct
 
 import numpy as np
 
-__all__ = ["encode_indices", "decode_indices", "index_nbytes", "pack", "unpack", "CODECS"]
+__all__ = ["encode_indices", "decode_indices", "index_nbytes", "pack", "unpack", "CODECS", "sparse_aggregate",
+           "threshold", "kth_largest_magnitude"]
 
 CODECS = ("raw", "delta", "bitmap")
 _HEADER = struct.Struct("<4sBBBBQQQQ")
@@ -93,3 +95,32 @@ def unpack(buf: bytes):
     values = buf[_HEADER.size:_HEADER.size + len0]
     indices = decode_indices(buf[_HEADER.size + len0:], count, size, CODECS[codec])
     return values, dtype, indices, size
+
+
+def sparse_aggregate(msgs, size: int, average: bool = False) -> np.ndarray:
+    """sum over the messages (values, indices) of their dense size-element arrays, in float64; / len(msgs)
+    if average."""
+    out = np.zeros(size, dtype=np.float64)
+    for values, indices in msgs:
+        np.add.at(out, np.asarray(indices).reshape(-1).astype(np.int64), np.asarray(values, np.float64).reshape(-1))
+    return out / len(msgs) if average else out
+
+
+def threshold(x, v: float):
+    """(values, indices) of the entries with |x| > v (NaN never passes), indices ascending int32."""
+    x = np.asarray(x).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        indices = np.flatnonzero(np.abs(x.astype(np.float64)) > v).astype(np.int32)
+    return x[indices], indices
+
+
+def kth_largest_magnitude(x, k: int) -> float:
+    """The k-th largest |x| (k >= 1), NaN counting as the largest magnitude (as topk does); inf for k = 0."""
+    if k == 0:
+        return float("inf")
+    mag = np.abs(np.asarray(x, dtype=np.float64).reshape(-1))
+    mag = np.where(np.isnan(mag), np.inf, mag)
+    nans = int(np.isnan(np.asarray(x, dtype=np.float64)).sum())
+    if k <= nans:
+        return float("nan")
+    return float(np.sort(mag)[::-1][k - 1])

@@ -1,0 +1,80 @@
+// Sparse aggregation on the CPU: the output is split into chunks; each chunk binary-searches, in every
+// message, the first index it owns, then walks the output in L1-sized tiles, adding each message's
+// entries that fall in the tile in message order. One pass over the output, one over each message.
+#include <algorithm>
+#include <vector>
+
+#include "../common/parallel.h"
+#include "aggregate_sparse.h"
+
+namespace ck::CK_BACKEND {
+namespace {
+
+constexpr int64_t kTile = 4096;
+
+template <class Index>
+void check_indices(const std::vector<Array>& indices, int64_t size) {
+  for (size_t m = 0; m < indices.size(); ++m) {
+    const Index* idx = static_cast<const Index*>(indices[m].data);
+    const int64_t k = indices[m].size;
+    const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(64, k / (1 << 15))));
+    std::vector<char> bad(size_t(chunks), 0);
+    parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
+      bool ok = true;
+      int64_t prev = begin == 0 ? -1 : int64_t(idx[begin - 1]);
+      for (int64_t j = begin; j < end; ++j) {
+        ok &= (int64_t(idx[j]) > prev) & (int64_t(idx[j]) < size);
+        prev = int64_t(idx[j]);
+      }
+      bad[size_t(c)] = !ok;
+    });
+    for (char b : bad) check(!b, bad_indices_message(int64_t(m), size));
+  }
+}
+
+template <class T, class Index>
+void aggregate(const std::vector<Array>& values, const std::vector<Array>& indices, int64_t size, bool average,
+               T* out) {
+  using A = acc_t<T>;
+  const size_t count = values.size();
+  const A divisor = A(count);
+  const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(4 * max_threads(), size / kTile)));
+  parallel_chunks(size, chunks, [&](int, int64_t begin, int64_t end) {
+    std::vector<int64_t> cursor(count);
+    for (size_t m = 0; m < count; ++m) {
+      const Index* idx = static_cast<const Index*>(indices[m].data);
+      cursor[m] = std::lower_bound(idx, idx + indices[m].size, Index(begin)) - idx;
+    }
+    A acc[kTile];
+    for (int64_t tile = begin; tile < end; tile += kTile) {
+      const int64_t len = std::min(kTile, end - tile);
+      for (int64_t j = 0; j < len; ++j) acc[j] = A(0);
+      for (size_t m = 0; m < count; ++m) {
+        const Index* idx = static_cast<const Index*>(indices[m].data);
+        const T* val = static_cast<const T*>(values[m].data);
+        const int64_t k = indices[m].size;
+        int64_t j = cursor[m];
+        for (; j < k && int64_t(idx[j]) < tile + len; ++j) acc[int64_t(idx[j]) - tile] += A(to_acc(val[j]));
+        cursor[m] = j;
+      }
+      if (average)
+        for (int64_t j = 0; j < len; ++j) out[tile + j] = from_acc<T>(acc[j] / divisor);
+      else
+        for (int64_t j = 0; j < len; ++j) out[tile + j] = from_acc<T>(acc[j]);
+    }
+  });
+}
+
+}  // namespace
+
+void sparse_aggregate(const std::vector<Array>& values, const std::vector<Array>& indices, int64_t size,
+                      bool average, const Array& out, Stream) {
+  with_sparse_aggregate_args(values, indices, size, out, [&](auto vtag, auto itag) {
+    using T = typename decltype(vtag)::type;
+    using Index = typename decltype(itag)::type;
+    check_indices<Index>(indices, size);
+    aggregate<T, Index>(values, indices, size, average, static_cast<T*>(out.data));
+  });
+}
+
+}  // namespace ck::CK_BACKEND

@@ -1,0 +1,76 @@
+"""Sparse aggregation: many workers' SparseMsgs summed (or averaged) into one dense array."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import _backend, _checks, _torch_ops
+from ._sparse import SparseMsg
+
+_MAX_SIZE = (1 << 31) - 1
+
+
+def _sparse_aggregate_kernel(values, indices, size: int, average: bool):
+    like = values[0]
+    out = _backend.empty(like, size)
+    if _backend.framework(like, "msgs[0].values") == "jax":
+        values, indices = [np.asarray(v) for v in values], [np.asarray(i) for i in indices]
+    _backend.module(out).sparse_aggregate(list(values), list(indices), size, average, out, _backend.stream(out))
+    return _backend.finish(like, out)
+
+
+def _sparse_aggregate_fake(values, indices, size, average):
+    return values[0].new_empty(size)
+
+
+_sparse_aggregate_op = _torch_ops.define(
+    "sparse_aggregate", "(Tensor[] values, Tensor[] indices, int size, bool average) -> Tensor",
+    _sparse_aggregate_kernel, _sparse_aggregate_fake)
+
+
+def sparse_aggregate(msgs: Sequence[SparseMsg], size: int, average: bool = False):
+    """The dense sum (``average``: the mean) of the messages: sum_m decompress(msgs[m]), divided by len(msgs).
+
+    Deterministic, without atomics: each output element is added up in message order (msgs[0] first) in
+    float32 (float64 for float64 values), then rounded once to the output dtype, which is the messages'
+    values dtype. One pass over the output: each output chunk (CPU thread / CUDA tile) binary-searches its
+    first entry in every message and walks them in step.
+
+    msgs: a non-empty sequence of SparseMsg of ``size`` elements each, all in one framework, on one device,
+    with one values dtype and one index dtype (int32 or int64); indices strictly ascending in [0, size)
+    (ValueError otherwise: checked by the kernel, which on CUDA reads one flag back).
+    Returns a 1-D array of ``size`` elements in the messages' framework and device.
+    """
+    if isinstance(msgs, SparseMsg) or not isinstance(msgs, Sequence) or len(msgs) == 0:
+        raise TypeError("msgs: expected a non-empty sequence of SparseMsg")
+    size = _checks.integer(size, "size", 0, _MAX_SIZE)
+    first = msgs[0]
+    values, indices = [], []
+    for m, msg in enumerate(msgs):
+        if not isinstance(msg, SparseMsg):
+            raise TypeError(f"msgs[{m}]: expected a SparseMsg, got {type(msg).__name__}")
+        v, i, msg_size = msg
+        _checks.float_array(v, f"msgs[{m}].values")
+        _checks.same_place(first.values, v, "msgs[0].values", f"msgs[{m}].values")
+        _checks.same_place(v, i, f"msgs[{m}].values", f"msgs[{m}].indices")
+        _checks.contiguous(i, f"msgs[{m}].indices")
+        if _checks.integer(msg_size, f"msgs[{m}].size") != size:
+            raise ValueError(f"msgs[{m}].size: expected {size}, got {msg_size}")
+        if _backend.dtype_name(v) != _backend.dtype_name(first.values):
+            raise TypeError(f"msgs[{m}].values: expected {_backend.dtype_name(first.values)} like msgs[0], "
+                            f"got {_backend.dtype_name(v)}")
+        if _backend.dtype_name(i) not in _backend.INDEX_DTYPES:
+            raise TypeError(f"msgs[{m}].indices: expected int32 or int64, got {_backend.dtype_name(i)}")
+        if _backend.dtype_name(i) != _backend.dtype_name(first.indices):
+            raise TypeError(f"msgs[{m}].indices: expected {_backend.dtype_name(first.indices)} like msgs[0], "
+                            f"got {_backend.dtype_name(i)}")
+        if _backend.numel(v) != _backend.numel(i):
+            raise ValueError(f"msgs[{m}]: {_backend.numel(v)} values but {_backend.numel(i)} indices")
+        values.append(v.reshape(-1))
+        indices.append(i.reshape(-1))
+    average = bool(average)
+    if _backend.is_torch(first.values):
+        return _sparse_aggregate_op(values, indices, size, average)
+    return _sparse_aggregate_kernel(values, indices, size, average)
