@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../compress/aggregate_sparse.h"
+#include "../compress/threshold.h"
 #include "../compress/wire_api.h"
 #include "ndarray.h"
 
@@ -61,6 +62,23 @@ CK_BINDINGS(bind_compress_wire) {
       },
       nb::arg("values").noconvert(), nb::arg("indices").noconvert(), nb::arg("size"), nb::arg("average"),
       nb::arg("out").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "threshold_count",
+      [](const In& x, double v, const Out& counts, uintptr_t stream) {
+        backend::threshold_count(as_array(x, "x"), v, as_array(counts, "counts"), stream_of(stream, x));
+      },
+      nb::arg("x").noconvert(), nb::arg("v"), nb::arg("counts").noconvert(), nb::arg("stream") = 0,
+      nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "threshold_write",
+      [](const In& x, double v, const In& counts, const Out& values, const Out& indices, uintptr_t stream) {
+        backend::threshold_write(as_array(x, "x"), v, as_array(counts, "counts"), as_array(values, "values"),
+                                 as_array(indices, "indices"), stream_of(stream, x));
+      },
+      nb::arg("x").noconvert(), nb::arg("v"), nb::arg("counts").noconvert(), nb::arg("values").noconvert(),
+      nb::arg("indices").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace

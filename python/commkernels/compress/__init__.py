@@ -18,3 +18,6 @@ __all__ += ["pack", "unpack", "nbytes"]
 from ._aggregate import sparse_aggregate
 
 __all__ += ["sparse_aggregate"]
+from ._threshold import estimate_threshold, threshold
+
+__all__ += ["threshold", "estimate_threshold"]
