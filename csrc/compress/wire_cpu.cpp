@@ -136,12 +136,15 @@ void decode_delta(const uint8_t* in, int64_t nbytes, int64_t k, int64_t size, in
   for (int64_t j = 0; j < k; ++j) {
     uint32_t gap;
     const int n = read_varint(p, end, &gap);
-    check(n > 0, "buf: corrupted delta indices (a varint runs past the index payload, overflows 32 bits or "
-                 "is not in shortest form) at index " + std::to_string(j));
+    // (the messages are built only on failure: this loop is hot)
+    if (n == 0)
+      throw ValueError("buf: corrupted delta indices (a varint runs past the index payload, overflows 32 bits "
+                       "or is not in shortest form) at index " + std::to_string(j));
     p += n;
     const int64_t i = j == 0 ? int64_t(gap) : prev + int64_t(gap);
-    check(j == 0 || gap > 0, "buf: corrupted delta indices (a zero gap) at index " + std::to_string(j));
-    check(i < size, "buf: corrupted delta indices (index " + std::to_string(i) + " >= size " + std::to_string(size) + ")");
+    if (j > 0 && gap == 0) throw ValueError("buf: corrupted delta indices (a zero gap) at index " + std::to_string(j));
+    if (i >= size)
+      throw ValueError("buf: corrupted delta indices (index " + std::to_string(i) + " >= size " + std::to_string(size) + ")");
     out[j] = int32_t(i);
     prev = i;
   }
