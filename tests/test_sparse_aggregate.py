@@ -109,6 +109,26 @@ def test_cuda_matches_cpu_bitwise(device):
         torch.testing.assert_close(got.cpu(), cpu, rtol=0, atol=0)
 
 
+def test_out_is_overwritten_and_returned(device):
+    rng = np.random.default_rng(8)
+    for framework in ("numpy", "torch"):
+        if framework == "numpy" and device != "cpu":
+            continue
+        msgs = make_msgs(rng, 5, 3000, "float32", framework, device=device)
+        want = compress.sparse_aggregate(msgs, 3000, average=True)
+        out = np.full(3000, np.nan, np.float32) if framework == "numpy" else torch.full((3000,), float("nan"), device=device)
+        got = compress.sparse_aggregate(msgs, 3000, average=True, out=out)
+        assert got is out
+        np.testing.assert_array_equal(np.asarray(got.cpu() if framework == "torch" else got), np.asarray(want.cpu() if framework == "torch" else want))
+    msgs = make_msgs(rng, 2, 10, "float32", "torch", density=0.5, device=device)
+    torch.library.opcheck(torch.ops.commkernels.sparse_aggregate_out.default,
+                          ([m.values for m in msgs], [m.indices for m in msgs], 10, False, torch.empty(10, device=device)))
+    with pytest.raises(ValueError, match="out"):
+        compress.sparse_aggregate(msgs, 10, out=torch.empty(11, device=device))
+    with pytest.raises(TypeError, match="out"):
+        compress.sparse_aggregate(msgs, 10, out=torch.empty(10, dtype=torch.float64, device=device))
+
+
 def test_jax():
     jax = pytest.importorskip("jax")
     rng = np.random.default_rng(6)

@@ -2,6 +2,7 @@
 // message, the first index it owns, then walks the output in L1-sized tiles, adding each message's
 // entries that fall in the tile in message order. One pass over the output, one over each message.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../common/parallel.h"
@@ -45,9 +46,12 @@ void aggregate(const std::vector<Array>& values, const std::vector<Array>& indic
       const Index* idx = static_cast<const Index*>(indices[m].data);
       cursor[m] = std::lower_bound(idx, idx + indices[m].size, Index(begin)) - idx;
     }
-    A acc[kTile];
+    A buffer[std::is_same_v<T, A> ? 1 : kTile];
     for (int64_t tile = begin; tile < end; tile += kTile) {
       const int64_t len = std::min(kTile, end - tile);
+      // float32 / float64 add straight into the output tile (it is the accumulator's type); 16-bit types
+      // add into a float32 tile buffer and are rounded once at the end.
+      A* acc = std::is_same_v<T, A> ? reinterpret_cast<A*>(out + tile) : buffer;
       for (int64_t j = 0; j < len; ++j) acc[j] = A(0);
       for (size_t m = 0; m < count; ++m) {
         const Index* idx = static_cast<const Index*>(indices[m].data);
@@ -59,7 +63,7 @@ void aggregate(const std::vector<Array>& values, const std::vector<Array>& indic
       }
       if (average)
         for (int64_t j = 0; j < len; ++j) out[tile + j] = from_acc<T>(acc[j] / divisor);
-      else
+      else if constexpr (!std::is_same_v<T, A>)
         for (int64_t j = 0; j < len; ++j) out[tile + j] = from_acc<T>(acc[j]);
     }
   });

@@ -30,7 +30,21 @@ _sparse_aggregate_op = _torch_ops.define(
     _sparse_aggregate_kernel, _sparse_aggregate_fake)
 
 
-def sparse_aggregate(msgs: Sequence[SparseMsg], size: int, average: bool = False):
+def _sparse_aggregate_out_kernel(values, indices, size: int, average: bool, out) -> None:
+    _backend.module(out).sparse_aggregate(list(values), list(indices), size, average, out.reshape(-1),
+                                          _backend.stream(out))
+
+
+def _sparse_aggregate_out_fake(values, indices, size, average, out) -> None:
+    return None
+
+
+_sparse_aggregate_out_op = _torch_ops.define(
+    "sparse_aggregate_out", "(Tensor[] values, Tensor[] indices, int size, bool average, Tensor(a!) out) -> ()",
+    _sparse_aggregate_out_kernel, _sparse_aggregate_out_fake, mutates_args=("out",))
+
+
+def sparse_aggregate(msgs: Sequence[SparseMsg], size: int, average: bool = False, out=None):
     """The dense sum (``average``: the mean) of the messages: sum_m decompress(msgs[m]), divided by len(msgs).
 
     Deterministic, without atomics: each output element is added up in message order (msgs[0] first) in
@@ -41,7 +55,10 @@ def sparse_aggregate(msgs: Sequence[SparseMsg], size: int, average: bool = False
     msgs: a non-empty sequence of SparseMsg of ``size`` elements each, all in one framework, on one device,
     with one values dtype and one index dtype (int32 or int64); indices strictly ascending in [0, size)
     (ValueError otherwise: checked by the kernel, which on CUDA reads one flag back).
-    Returns a 1-D array of ``size`` elements in the messages' framework and device.
+    out (optional): a contiguous, writable array of ``size`` elements, same framework, device and dtype as
+    the values, overwritten and returned (a fresh large output costs page faults on first touch: reuse one
+    across steps).
+    Returns a 1-D array of ``size`` elements in the messages' framework and device (or ``out``).
     """
     if isinstance(msgs, SparseMsg) or not isinstance(msgs, Sequence) or len(msgs) == 0:
         raise TypeError("msgs: expected a non-empty sequence of SparseMsg")
@@ -71,6 +88,19 @@ def sparse_aggregate(msgs: Sequence[SparseMsg], size: int, average: bool = False
         values.append(v.reshape(-1))
         indices.append(i.reshape(-1))
     average = bool(average)
+    if out is not None:
+        _checks.same_place(first.values, out, "msgs[0].values", "out")
+        _checks.contiguous(out, "out")
+        _checks.writable(out, "out")
+        if _backend.dtype_name(out) != _backend.dtype_name(first.values):
+            raise TypeError(f"out: expected dtype {_backend.dtype_name(first.values)}, got {_backend.dtype_name(out)}")
+        if _backend.numel(out) != size:
+            raise ValueError(f"out: expected {size} elements, got {_backend.numel(out)}")
+        if _backend.is_torch(out):
+            _sparse_aggregate_out_op(values, indices, size, average, out)
+        else:
+            _sparse_aggregate_out_kernel(values, indices, size, average, out)
+        return out
     if _backend.is_torch(first.values):
         return _sparse_aggregate_op(values, indices, size, average)
     return _sparse_aggregate_kernel(values, indices, size, average)
