@@ -45,14 +45,16 @@ std::vector<int64_t> delta_lengths(const Index* idx, int64_t k, int64_t size) {
   std::vector<int64_t> length(size_t(chunks) + 1, 0);
   std::vector<char> bad(size_t(chunks), 0);
   parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
-    int64_t bytes = 0;
-    bool ok = true;
-    int64_t prev = begin == 0 ? -1 : int64_t(idx[begin - 1]);
-    for (int64_t j = begin; j < end; ++j) {
-      const int64_t i = int64_t(idx[j]);
-      ok &= (i > prev) & (i < size);
-      bytes += varint_length(uint32_t(i - (prev < 0 ? 0 : prev)));
-      prev = i;
+    if (begin == end) return;
+    // The first index of the whole list is sent as is (a gap from 0); it must only be >= 0.
+    const int64_t first = int64_t(idx[begin]);
+    const int64_t before = begin == 0 ? 0 : int64_t(idx[begin - 1]);
+    bool ok = (begin == 0 ? first >= 0 : first > before) && first < size;
+    int64_t bytes = varint_length(uint32_t(first - before));
+    for (int64_t j = begin + 1; j < end; ++j) {  // branch-free, so that it vectorises
+      const int64_t i = int64_t(idx[j]), gap = i - int64_t(idx[j - 1]);
+      ok &= (gap > 0) & (i < size);
+      bytes += varint_length(uint32_t(gap));
     }
     length[size_t(c) + 1] = bytes;
     bad[size_t(c)] = !ok;
