@@ -11,7 +11,9 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-constexpr int64_t kTile = 4096;
+// Output elements per tile: large enough that each message has a few cache lines of entries per tile
+// (so that walking 64 messages stays streaming), small enough to stay in L2.
+constexpr int64_t kTile = int64_t(1) << 15;
 
 template <class Index>
 void check_indices(const std::vector<Array>& indices, int64_t size) {
@@ -46,12 +48,12 @@ void aggregate(const std::vector<Array>& values, const std::vector<Array>& indic
       const Index* idx = static_cast<const Index*>(indices[m].data);
       cursor[m] = std::lower_bound(idx, idx + indices[m].size, Index(begin)) - idx;
     }
-    A buffer[std::is_same_v<T, A> ? 1 : kTile];
+    std::vector<A> buffer(std::is_same_v<T, A> ? 0 : size_t(std::min(kTile, end - begin)));
     for (int64_t tile = begin; tile < end; tile += kTile) {
       const int64_t len = std::min(kTile, end - tile);
       // float32 / float64 add straight into the output tile (it is the accumulator's type); 16-bit types
       // add into a float32 tile buffer and are rounded once at the end.
-      A* acc = std::is_same_v<T, A> ? reinterpret_cast<A*>(out + tile) : buffer;
+      A* acc = std::is_same_v<T, A> ? reinterpret_cast<A*>(out + tile) : buffer.data();
       for (int64_t j = 0; j < len; ++j) acc[j] = A(0);
       for (size_t m = 0; m < count; ++m) {
         const Index* idx = static_cast<const Index*>(indices[m].data);
