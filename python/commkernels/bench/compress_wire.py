@@ -6,6 +6,8 @@
   first-touch page faults.
 - pack / unpack of one top-k message (d in {1e6, 1e7}, k/d in {1%, 0.1%}, index_codec="auto") against
   the GRACE-style encoding (int64 indices and float32 values as bytes, torch.cat) and its decoding.
+- threshold(x, v) (v = the exact k-th largest |x|) against torch.nonzero(|x| > v); estimate_threshold
+  "exact" against torch.topk(|x|, k).min() and "sample" against a torch sample + topk (DGC's recipe).
 - ``wire_size_table()``: bytes per sent element of every index codec next to int64 / int32 + values.
 
 Rows join the "compress" family: ``commkernels.bench.compress.cases`` (or the registry) must add
@@ -87,6 +89,36 @@ def _unpack(d: int, k: int, device: str) -> Prepared:
     return Prepared(ours=lambda: ck.unpack(buf), baselines={"int64+values slices": grace_unpack})
 
 
+def _threshold(d: int, k: int, device: str) -> Prepared:
+    x = torch.randn(d, generator=torch.Generator(device=device).manual_seed(SEED), device=device)
+    v = ck.estimate_threshold(x, k)
+    mag = torch.empty_like(x)
+
+    def torch_threshold():
+        i = torch.nonzero(torch.abs(x, out=mag) > v).squeeze(1)
+        return x[i], i
+
+    return Prepared(ours=lambda: ck.threshold(x, v), baselines={"torch nonzero(|x| > v)": torch_threshold})
+
+
+def _estimate(d: int, k: int, device: str, method: str) -> Prepared:
+    x = torch.randn(d, generator=torch.Generator(device=device).manual_seed(SEED), device=device)
+    mag = torch.empty_like(x)
+    m = min(d, max(1000, math.ceil(d / 100)))
+    ks = min(m, math.ceil(k * m / d))
+
+    def torch_exact():
+        return float(torch.topk(torch.abs(x, out=mag), k, sorted=False).values.min())
+
+    def torch_sample():  # DGC's recipe in torch: a random sample, then its top-k
+        sample = x[torch.randint(0, d, (m,), device=device)]
+        return float(torch.topk(sample.abs(), ks, sorted=False).values.min())
+
+    baseline = {"exact": ("torch.topk(|x|).min()", torch_exact), "sample": ("torch sample + topk", torch_sample)}
+    name, fn = baseline[method]
+    return Prepared(ours=lambda: ck.estimate_threshold(x, k, method), baselines={name: fn})
+
+
 def _case(kernel: str, ours: str, columns: dict, params: dict, floor: int, prepare) -> Case:
     return Case(family=FAMILY, kernel=kernel, ours=ours, columns=columns, params=params, floor_bytes=floor,
                 prepare=prepare)
@@ -115,6 +147,17 @@ def cases(device: str = "cpu", quick: bool = False, sizes=None) -> list[Case]:
                              lambda d=d, k=k: _pack(d, k, device)))
             out.append(_case("unpack", "commkernels.compress.unpack(buf)", columns, params, 5 * k + 8 * k,
                              lambda d=d, k=k: _unpack(d, k, device)))
+    for d in sizes:
+        for fraction in PACK_FRACTIONS:
+            k = max(1, round(d * fraction))
+            columns = {"d": _short(d), "k/d": f"{fraction * 100:.3g}%", "dtype": "float32"}
+            params = {"d": d, "k": k, "dtype": "float32"}
+            out.append(_case("threshold", "commkernels.compress.threshold(x, v)", columns, params, 8 * d + 8 * k,
+                             lambda d=d, k=k: _threshold(d, k, device)))  # count pass + write pass read x
+            for method in ("exact", "sample"):
+                out.append(_case(f"estimate_threshold[{method}]", f"commkernels.compress.estimate_threshold(x, k, {method!r})",
+                                 columns, params, 4 * d if method == "exact" else 4 * min(d, max(1000, math.ceil(d / 100))),
+                                 lambda d=d, k=k, method=method: _estimate(d, k, device, method)))
     return out
 
 
