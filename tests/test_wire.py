@@ -257,3 +257,44 @@ def test_bad_arguments():
         compress.unpack(b"CKWF")
     with pytest.raises(ValueError, match="truncated"):
         compress.unpack(np.zeros(10, np.uint8))
+
+
+# ---- large messages: the parallel chunks of the encoders and decoders ---------------------------------
+
+def _chunk_edges(k: int) -> list[int]:
+    chunks = max(1, min(1024, k // (1 << 14)))
+    return sorted({k // chunks * c + min(c, k % chunks) for c in range(1, chunks)} | {1, k - 1})
+
+
+@pytest.mark.parametrize("codec", ["raw", "delta", "bitmap"])
+def test_large_message_with_one_bad_index_is_refused(codec):
+    rng = np.random.default_rng(11)
+    size = 2_000_000
+    idx = np.flatnonzero(rng.random(size) < 0.1).astype(np.int32)
+    k = idx.size
+    values = np.zeros(k, np.float32)
+    for j in _chunk_edges(k)[:6] + list(rng.integers(1, k, 3)):
+        bad = idx.copy()
+        bad[j] = bad[j - 1]  # a repeat exactly at (or near) a chunk edge
+        with pytest.raises(ValueError, match="ascending"):
+            compress.pack(SparseMsg(values, bad, size), codec)
+
+
+def test_large_corrupted_raw_and_bitmap_payloads_are_refused():
+    rng = np.random.default_rng(12)
+    size = 2_000_000
+    idx = np.flatnonzero(rng.random(size) < 0.1).astype(np.int32)
+    msg = SparseMsg(np.zeros(idx.size, np.float32), idx, size)
+    start = 40 + 4 * idx.size
+    raw = buf_bytes(compress.pack(msg, "raw"))
+    for j in _chunk_edges(idx.size)[:6]:
+        data = bytearray(raw)
+        data[start + 4 * j:start + 4 * j + 4] = data[start + 4 * (j - 1):start + 4 * j]  # a repeated index
+        with pytest.raises(ValueError, match="raw indices"):
+            compress.unpack(np.frombuffer(bytes(data), np.uint8).copy())
+    bitmap = buf_bytes(compress.pack(msg, "bitmap"))
+    for byte in (start, start + 100_000, len(bitmap) - 1):
+        data = bytearray(bitmap)
+        data[byte] ^= 0x01
+        with pytest.raises(ValueError, match="bits set"):
+            compress.unpack(np.frombuffer(bytes(data), np.uint8).copy())
