@@ -298,3 +298,26 @@ def test_large_corrupted_raw_and_bitmap_payloads_are_refused():
         data[byte] ^= 0x01
         with pytest.raises(ValueError, match="bits set"):
             compress.unpack(np.frombuffer(bytes(data), np.uint8).copy())
+
+
+def test_large_delta_payload_parallel_decode_matches_the_sequential_parse():
+    # An index payload above 2^17 bytes decodes in parallel chunks; flipped bytes must give either
+    # ValueError or exactly the message the byte-by-byte parse (the reference) reads.
+    rng = np.random.default_rng(13)
+    size = 20_000_000
+    idx = np.flatnonzero(rng.random(size) < 0.02).astype(np.int32)
+    msg = SparseMsg(np.zeros(idx.size, np.float16), idx, size)
+    full = buf_bytes(compress.pack(msg, "delta"))
+    start = 40 + 2 * idx.size
+    assert len(full) - start > 1 << 17
+    np.testing.assert_array_equal(compress.unpack(np.frombuffer(full, np.uint8).copy()).indices, idx)
+    accepted = 0
+    for trial in range(40):
+        data = bytearray(full)
+        for pos in rng.integers(start, len(full), int(rng.integers(1, 3))):
+            data[pos] ^= int(rng.integers(1, 256)) if trial % 2 else 0x80  # 0x80: moves a varint boundary
+        if check_valid_or_value_error(bytes(data)):
+            accepted += 1
+            got = compress.unpack(np.frombuffer(bytes(data), np.uint8).copy())
+            want = ref.decode_indices(bytes(data[start:]), idx.size, size, "delta")
+            np.testing.assert_array_equal(got.indices, want)

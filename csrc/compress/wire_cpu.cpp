@@ -154,6 +154,72 @@ void decode_delta(const uint8_t* in, int64_t nbytes, int64_t k, int64_t size, in
                       std::to_string(k) + " indices)");
 }
 
+// Delta + varint decode in parallel for large payloads. A varint ends at a byte whose high bit is clear, so
+// cutting the payload just after such bytes cuts it where the sequential parse would: each chunk starts
+// at the first varint that begins at or after its nominal start. Pass 1 counts each chunk's varints and
+// sums its gaps (checking every varint); then every count, offset and index bound is known and checked,
+// and pass 2 parses again, writing the prefix sums (the indices) at the chunk's offset.
+void decode_delta_parallel(const uint8_t* in, int64_t nbytes, int64_t k, int64_t size, int32_t* out) {
+  const int chunks = int(std::min<int64_t>(1024, nbytes / (1 << 16)));
+  std::vector<int64_t> start(size_t(chunks) + 1, nbytes);
+  for (int c = 0; c < chunks; ++c) {
+    int64_t p = nbytes / chunks * c + std::min<int64_t>(c, nbytes % chunks);
+    const int64_t limit = std::min<int64_t>(nbytes, p + kMaxVarintBytes);
+    while (p > 0 && p < limit && (in[p - 1] & 0x80u)) ++p;
+    if (p > 0 && p < nbytes && (in[p - 1] & 0x80u))
+      throw ValueError("buf: corrupted delta indices (a varint longer than 5 bytes)");
+    start[size_t(c)] = p;
+  }
+  std::vector<int64_t> count(size_t(chunks) + 1, 0), base(size_t(chunks) + 1, 0);
+  std::vector<char> bad(size_t(chunks), 0);
+  parallel_chunks(chunks, chunks, [&](int c, int64_t, int64_t) {
+    const uint8_t* p = in + start[size_t(c)];
+    const uint8_t* const end = in + start[size_t(c) + 1];
+    int64_t n = 0;
+    uint64_t sum = 0;
+    bool ok = true;
+    while (p < end) {
+      uint32_t gap;
+      const int len = read_varint(p, end, &gap);
+      if (len == 0 || (gap == 0 && (c > 0 || n > 0))) {
+        ok = false;
+        break;
+      }
+      p += len;
+      sum += gap;
+      ++n;
+    }
+    count[size_t(c) + 1] = n;
+    base[size_t(c) + 1] = int64_t(sum);
+    bad[size_t(c)] = !ok;
+  });
+  for (char b : bad)
+    check(!b, "buf: corrupted delta indices (a varint runs past the index payload, overflows 32 bits or is not "
+              "in shortest form, or a zero gap)");
+  for (int c = 0; c < chunks; ++c) {
+    count[size_t(c) + 1] += count[size_t(c)];
+    base[size_t(c) + 1] += base[size_t(c)];
+  }
+  check(count[size_t(chunks)] == k, "buf: corrupted delta indices (" + std::to_string(count[size_t(chunks)]) +
+                                        " varints, the header says " + std::to_string(k) + " indices)");
+  check(k == 0 || base[size_t(chunks)] < size, "buf: corrupted delta indices (the last index " +
+                                                   std::to_string(base[size_t(chunks)]) + " >= size " +
+                                                   std::to_string(size) + ")");
+  parallel_chunks(chunks, chunks, [&](int c, int64_t, int64_t) {
+    const uint8_t* p = in + start[size_t(c)];
+    const uint8_t* const end = in + start[size_t(c) + 1];
+    int32_t* o = out + count[size_t(c)];
+    int32_t* const stop = out + count[size_t(c) + 1];
+    int64_t index = base[size_t(c)];
+    while (p < end && o < stop) {  // the same parse as pass 1, which checked it
+      uint32_t gap = 0;
+      p += read_varint(p, end, &gap);
+      index += gap;
+      *o++ = int32_t(index);
+    }
+  });
+}
+
 uint64_t load_word(const uint8_t* p, int64_t available) {
   uint64_t w = 0;
   std::memcpy(&w, p, size_t(std::min<int64_t>(8, available)));
@@ -240,6 +306,8 @@ void decode_sparse(const Array& payload, int64_t size, int codec, const Array& v
     check(index_bytes >= k && index_bytes <= kMaxVarintBytes * k,
           "buf: corrupted lengths (" + std::to_string(index_bytes) + " delta index bytes for " + std::to_string(k) + " indices)");
   if (kind == IndexCodec::raw) decode_raw(in + value_bytes, k, size, out);
+  else if (kind == IndexCodec::delta && index_bytes >= (int64_t(1) << 17) && max_threads() > 1)
+    decode_delta_parallel(in + value_bytes, index_bytes, k, size, out);
   else if (kind == IndexCodec::delta) decode_delta(in + value_bytes, index_bytes, k, size, out);
   else decode_bitmap(in + value_bytes, k, size, out);
   copy_bytes(in, value_bytes, static_cast<uint8_t*>(values.data));
