@@ -134,6 +134,7 @@ def test_numpy_bfloat16_buffer():
     got = compress.unpack(compress.pack(msg).numpy())
     assert got.values.dtype == ml_dtypes.bfloat16
     assert got.values.tobytes() == value_bytes(msg.values)
+    assert buf_bytes(compress.pack(got)) == buf_bytes(compress.pack(msg))  # and back
 
 
 def test_cuda_message_packs_on_host(device):

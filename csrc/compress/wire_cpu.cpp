@@ -3,8 +3,8 @@
 // Encoding is parallel over fixed chunks of the indices (delta + varint: a length pass per chunk, an
 // exclusive scan of the lengths, then each chunk writes at its offset) or of the bitmap's bytes (each
 // chunk binary-searches its first index). Decoding checks every length against the payload before
-// reading it; raw and bitmap decode in parallel chunks; delta + varint decodes in one sequential pass
-// (each gap's position depends on every earlier one).
+// reading it; raw and bitmap decode in parallel chunks (count, scan, write); delta + varint decodes
+// sequentially, or for large payloads in chunks cut at varint boundaries (decode_delta_parallel).
 #include <algorithm>
 #include <cstring>
 #include <string>

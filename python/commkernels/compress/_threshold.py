@@ -89,9 +89,8 @@ def _kth_largest(values) -> float:
         mag = np.abs(np.asarray(values).astype(np.float64))
     if mag.size == 0:
         return math.inf
-    if np.isnan(mag).all():
-        return math.nan
-    return float(np.nanmin(mag))
+    finite = mag[~np.isnan(mag)]  # not np.nanmin: it returns NaN for some signalling-NaN payloads
+    return float(finite.min()) if finite.size else math.nan
 
 
 def sample_size(n: int) -> int:
