@@ -99,14 +99,20 @@ def test_orthogonalize_deterministic_and_thread_independent():
     import commkernels
 
     rng = np.random.default_rng(1)
-    P = rng.standard_normal((8, 300, 5)).astype(np.float32)
-    results = []
-    for threads in (1, 2):
-        commkernels.set_num_threads(threads)
-        x = P.copy()
-        compress.orthogonalize_(x)
-        results.append(x)
-    np.testing.assert_array_equal(results[0], results[1])
+    saved = commkernels.get_num_threads()
+    # many small matrices (split over threads) and one large one (its row chunks split over threads)
+    for shape in ((8, 300, 5), (1, 20000, 3), (3, 9000, 2)):
+        P = rng.standard_normal(shape).astype(np.float32)
+        results = []
+        for threads in (1, 2, 3):
+            commkernels.set_num_threads(threads)
+            x = P.copy()
+            compress.orthogonalize_(x)
+            results.append(x)
+        commkernels.set_num_threads(saved)
+        for other in results[1:]:
+            np.testing.assert_array_equal(results[0], other)
+        np.testing.assert_allclose(x, ref.orthogonalize(P), atol=1e-4)
 
 
 def test_orthogonalize_bad_inputs():

@@ -8,8 +8,8 @@
 // up into a spurious unit vector. rtol = 16 sqrt(n) * machine epsilon of acc_t (float32, float64 for
 // float64). So the result has orthonormal columns and zero columns, never NaN from a zero column.
 // Arithmetic in acc_t: 16-bit P is read into an acc_t work buffer and rounded back once at the end.
-// Every sum runs over the rows in order, so the result is deterministic (thread counts only split the
-// batch).
+// Every sum over rows runs in a fixed order (orthogonalize_cpu.cpp: fixed row chunks combined in
+// order), so the result is deterministic and independent of the thread count.
 #pragma once
 
 #include <cmath>

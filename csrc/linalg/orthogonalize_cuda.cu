@@ -1,7 +1,7 @@
 // Batched Gram-Schmidt on the GPU: one block per matrix (grid-stride over the batch), the same column
 // order and zeroing rule as the CPU (orthogonalize.h). Each sum over rows is a per-thread sum over a fixed
 // stride of rows followed by cub::BlockReduce, so it is deterministic run after run; its rounding differs
-// from the CPU's row-order sum, so CPU and CUDA agree to a tolerance, not bitwise.
+// from the CPU's chunked row-order sum, so CPU and CUDA agree to a tolerance, not bitwise.
 #include <cub/block/block_reduce.cuh>
 
 #include <type_traits>
