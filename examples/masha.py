@@ -88,7 +88,8 @@ def make_problem(workers: int = 10, dx: int = 100, dy: int = 100, lam: float = 1
     A = rng.standard_normal((dx, dy))
     A *= 5.0 * lam / np.linalg.norm(A, 2)
     B = rng.standard_normal((workers, dx, dy)) / np.sqrt(max(dx, dy))
-    return Problem(A + similarity * lam * B, rng.standard_normal((workers, dx)), rng.standard_normal((workers, dy)), lam)
+    b, c = rng.standard_normal((workers, dx)), rng.standard_normal((workers, dy))
+    return Problem(A + similarity * lam * B, b, c, lam)
 
 
 @dataclasses.dataclass
@@ -232,7 +233,8 @@ def main() -> None:
     parser.add_argument("--plot", help="save a plot of distance against bits here (needs matplotlib)")
     args = parser.parse_args()
     traces = run(args.workers, args.dim, args.k, args.accuracy, args.iterations, args.seed)
-    print(f"{'method':<22} {'iterations':>10} {'bits/worker to ' + format(args.accuracy, 'g'):>24} {'final distance':>15}")
+    target = f"bits/worker to {args.accuracy:g}"
+    print(f"{'method':<22} {'iterations':>10} {target:>24} {'final distance':>15}")
     for t in traces:
         print(f"{t.name:<22} {len(t.bits):>10} {t.bits_to_reach(args.accuracy):>24.4g} {t.distance[-1]:>15.3g}")
     if args.plot:

@@ -14,7 +14,8 @@ namespace ck::CK_BACKEND {
 
 void ef21_topk(const Array& grad, const Array& state, const Array& scratch, int64_t k, const Array& values,
                const Array& indices, Stream stream) {
-  with_ef21_args(grad, state, scratch, k, values, indices, [&](const auto* g, auto* s, auto* d, auto* vals, int32_t* idx) {
+  with_ef21_args(grad, state, scratch, k, values, indices,
+                 [&](const auto* g, auto* s, auto* d, auto* vals, int32_t* idx) {
     const int64_t n = grad.size;
     parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) d[i] = ef21_difference(g[i], s[i]);

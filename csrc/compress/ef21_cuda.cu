@@ -26,7 +26,8 @@ __global__ void update_kernel(S* __restrict__ state, const S* __restrict__ value
 
 void ef21_topk(const Array& grad, const Array& state, const Array& scratch, int64_t k, const Array& values,
                const Array& indices, Stream stream) {
-  with_ef21_args(grad, state, scratch, k, values, indices, [&](const auto* g, auto* s, auto* d, auto* vals, int32_t* idx) {
+  with_ef21_args(grad, state, scratch, k, values, indices,
+                 [&](const auto* g, auto* s, auto* d, auto* vals, int32_t* idx) {
     DeviceGuard guard(stream);
     const cudaStream_t cs = cuda_stream(stream);
     constexpr int kThreads = 256;
