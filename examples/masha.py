@@ -1,8 +1,9 @@
 """MASHA on a distributed bilinear saddle-point problem: compressed communication against extragradient.
 
-The problem, method and experiment are those of Beznosikov, Richtarik, Diskin, Ryabinin, Gasnikov,
-"Distributed Methods with Compressed Communication for Solving Variational Inequalities, with
-Theoretical Guarantees" (arXiv 2110.03313): M workers hold
+After Beznosikov, Richtarik, Diskin, Ryabinin, Gasnikov, "Distributed Methods with Compressed
+Communication for Solving Variational Inequalities, with Theoretical Guarantees" (arXiv 2110.03313),
+whose first experiment is a bilinear problem of this form (the instance here, make_problem: M = 10,
+d = 200, ||A|| ~ 5 lam, similarity 0.1, k = 20, is this example's own, not the paper's): M workers hold
 
     f_m(x, y) = x^T A_m y + b_m^T x + c_m^T y + (lam/2) ||x||^2 - (lam/2) ||y||^2,
 
@@ -20,6 +21,17 @@ and 32 per index; rand-k indices cost nothing, the receiver regenerates them fro
 Both MASHA methods are the loopless variance-reduced extragradient with a reference point w^k that
 moves to z^{k+1} with probability 1 - tau (and then full, uncompressed operator values are exchanged);
 only the differences F_m(z^{k+1/2}) - F_m(w^k), which shrink as the method converges, are compressed.
+
+Parameters. 1 - tau = 1/q = k/d (q = d/k: E||Q(x)||^2 <= q ||x||^2 for the scaled Rand-k), so the
+expected full exchanges cost as much as the compressed messages. The step is the variance-reduced
+extragradient bound gamma = sqrt(1 - tau) / (2 C L~) with L~^2 = mean_m L_m^2 and C^2 the second-moment
+factor of the estimator 1/M sum_m Q_m(.) recompressed by the server: C^2 = q_serv (1 + (q_dev - 1)/M).
+An earlier version used sqrt(1 - tau) / (2 L), which ignores the compression variance: it diverged for
+MASHA1 with k = 10, d = 200 and only just converged at k = 20.
+
+Caveat: the paper's full text could not be read here (only its title page and abstract were
+retrievable), so the line-by-line steps below are the algorithms as recalled and derived, not checked
+against the printed Algorithms 1 and 2, their theorems' step sizes, or the paper's experiment parameters.
 
 Run: python examples/masha.py [--plot masha.png]
 """
@@ -76,9 +88,12 @@ class Problem:
         return float(np.linalg.norm(J, 2))
 
     def worker_lipschitz(self) -> float:
-        """sqrt(mean_m ||J_m - J||^2): how far the workers' operators are from the mean one."""
-        A = self.A.mean(0)
-        return float(np.sqrt(np.mean([np.linalg.norm(Am - A, 2) ** 2 for Am in self.A])))
+        """L~ = sqrt(mean_m L_m^2), L_m the largest singular value of worker m's Jacobian."""
+        dx, dy = self.A.shape[1:]
+        eye = self.lam * np.eye(dx + dy)
+        return float(np.sqrt(np.mean([np.linalg.norm(eye + np.block([[np.zeros((dx, dx)), Am],
+                                                                     [-Am.T, np.zeros((dy, dy))]]), 2) ** 2
+                                      for Am in self.A])))
 
 
 def make_problem(workers: int = 10, dx: int = 100, dy: int = 100, lam: float = 1.0, similarity: float = 0.1,
@@ -135,37 +150,43 @@ def extragradient(problem: Problem, iterations: int, gamma: float | None = None,
     return trace
 
 
+def _parameters(problem: Problem, k: int, gamma: float | None, tau: float | None) -> tuple[float, float]:
+    """tau and gamma (module docstring): 1 - tau = k/d; gamma = sqrt(1 - tau) / (2 C L~),
+    C^2 = q_serv (1 + (q_dev - 1)/M) with q_dev = q_serv = d/k (compression in both directions)."""
+    M, d = problem.workers, problem.dim
+    tau = 1.0 - k / d if tau is None else tau
+    q = d / k
+    if gamma is None:
+        C = np.sqrt(q * (1.0 + (q - 1.0) / M))
+        gamma = np.sqrt(1.0 - tau) / (2.0 * C * problem.worker_lipschitz())
+    return tau, gamma
+
+
 def masha1(problem: Problem, k: int, iterations: int, gamma: float | None = None, tau: float | None = None,
            seed: int = 0, accuracy: float = 0.0) -> Trace:
-    """MASHA1 (Algorithm 1) with Rand-k on the workers and the server.
-
-    Per iteration: zbar = tau z + (1 - tau) w; z_half = zbar - gamma F(w); worker m sends
-    Q_m(F_m(z_half) - F_m(w)) (Rand-k, unbiased, its own seed); the server sends Q(mean of those)
-    (Rand-k, unbiased); z = z_half - gamma Q(...). With probability 1 - tau (one shared bit) w = z and
-    the workers exchange F_m(w) uncompressed.
-    """
+    """MASHA1 (Algorithm 1) with unbiased Rand-k on the workers (Q_m^dev) and the server (Q^serv)."""
     rng = np.random.default_rng(seed)
     M, d = problem.workers, problem.dim
-    p = 1.0 - tau if tau is not None else k / d  # expected full exchanges cost as much as the compressed ones
-    tau = 1.0 - p
-    gamma = gamma or np.sqrt(p) / (2.0 * problem.lipschitz())
+    tau, gamma = _parameters(problem, k, gamma, tau)
+    # Initialisation: z^0 = w^0; every worker sends F_m(w^0) uncompressed, all get F(w^0).
     z = np.zeros(d)
     w = z.copy()
     F_w_m = [problem.operator(m, w) for m in range(M)]
     F_w = np.mean(F_w_m, axis=0)
     trace, record = _trace("MASHA1 (Rand-k)", problem, z)
-    bits = d * VALUE_BITS  # the initial uncompressed F_m(w^0)
+    bits = d * VALUE_BITS
     for step in range(iterations):
-        zbar = tau * z + (1.0 - tau) * w
-        z_half = zbar - gamma * F_w
-        uplink = np.zeros(d)
+        zbar = tau * z + (1.0 - tau) * w  # zbar^k = tau z^k + (1 - tau) w^k
+        z_half = zbar - gamma * F_w  # z^{k+1/2} = zbar^k - gamma F(w^k)  (h = 0: no prox)
+        uplink = np.zeros(d)  # worker m sends Q_m^dev(F_m(z^{k+1/2}) - F_m(w^k)), its own Rand-k draw
         for m in range(M):
-            msg = compress.randk(problem.operator(m, z_half) - F_w_m[m], k, seed=2 * m + 1, step=step)
+            msg = compress.randk(problem.operator(m, z_half) - F_w_m[m], k, seed=seed * (M + 1) + m + 1, step=step)
             uplink += compress.decompress(msg)
-        down = compress.decompress(compress.randk(uplink / M, k, seed=0, step=step))
-        z = z_half - gamma * down
+        # the server sends Q^serv(1/M sum_m Q_m^dev(...)) and the bit b_k ~ Bernoulli(1 - tau)
+        down = compress.decompress(compress.randk(uplink / M, k, seed=seed * (M + 1), step=step))
+        z = z_half - gamma * down  # z^{k+1} = zbar^k - gamma (F(w^k) + Q^serv(...))
         bits += k * VALUE_BITS  # indices regenerated from (seed, step): not sent
-        if rng.random() < 1.0 - tau:  # the server's bit b_k
+        if rng.random() < 1.0 - tau:  # b_k = 1: w^{k+1} = z^{k+1}, F_m(w^{k+1}) sent uncompressed
             w = z.copy()
             F_w_m = [problem.operator(m, w) for m in range(M)]
             F_w = np.mean(F_w_m, axis=0)
@@ -177,35 +198,33 @@ def masha1(problem: Problem, k: int, iterations: int, gamma: float | None = None
 
 def masha2(problem: Problem, k: int, iterations: int, gamma: float | None = None, tau: float | None = None,
            seed: int = 0, accuracy: float = 0.0) -> Trace:
-    """MASHA2 (Algorithm 2) with Top-k and error feedback on the workers and the server.
-
-    As MASHA1, but the compressor is contractive, so the step gamma moves inside the compression and
-    both sides keep the error: worker m sends C(e_m + gamma (F_m(z_half) - F_m(w))) and keeps
-    e_m <- e_m + gamma (...) - C(...) (compress.ef_topk_); the server sends C(e + mean of the workers'
-    messages) and keeps e <- e + mean - C(...) (compress.ServerCompressor); z = z_half - C_server(...).
-    """
+    """MASHA2 (Algorithm 2) with Top-k and error feedback on the workers (C_m^dev, e_m) and the server
+    (C^serv, e). The compressor is biased, so gamma moves inside the compression. gamma: as MASHA1's with
+    q = d/k (Top-k's contraction is 1 - k/d); not a bound proved for MASHA2."""
     rng = np.random.default_rng(seed)
     M, d = problem.workers, problem.dim
-    p = 1.0 - tau if tau is not None else k / d
-    tau = 1.0 - p
-    gamma = gamma or np.sqrt(p) / (2.0 * problem.lipschitz())
+    tau, gamma = _parameters(problem, k, gamma, tau)
+    # Initialisation: z^0 = w^0, e_m^0 = 0, e^0 = 0; F_m(w^0) sent uncompressed.
     z = np.zeros(d)
     w = z.copy()
     F_w_m = [problem.operator(m, w) for m in range(M)]
     F_w = np.mean(F_w_m, axis=0)
     errors = [np.zeros(d) for _ in range(M)]
-    server = compress.ServerCompressor(d, k, dtype="float64")
+    server = compress.ServerCompressor(d, k, dtype="float64")  # float64 wire: no downlink rounding
     trace, record = _trace("MASHA2 (Top-k + EF)", problem, z)
     bits = d * VALUE_BITS
     for _ in range(iterations):
-        zbar = tau * z + (1.0 - tau) * w
-        z_half = zbar - gamma * F_w
+        zbar = tau * z + (1.0 - tau) * w  # zbar^k = tau z^k + (1 - tau) w^k
+        z_half = zbar - gamma * F_w  # z^{k+1/2} = zbar^k - gamma F(w^k)
+        # worker m sends C_m^dev(e_m^k + gamma (F_m(z^{k+1/2}) - F_m(w^k))) and keeps
+        # e_m^{k+1} = e_m^k + gamma (F_m(z^{k+1/2}) - F_m(w^k)) - C_m^dev(...)  (compress.ef_topk_)
         msgs = [compress.ef_topk_(gamma * (problem.operator(m, z_half) - F_w_m[m]), errors[m], k)
                 for m in range(M)]
+        # the server sends C^serv(e^k + 1/M sum_m C_m^dev(...)), keeps e^{k+1} = e^k + mean - C^serv(...)
         down = server.step(msgs, average=True)
-        z = z_half - compress.decompress(down)
+        z = z_half - compress.decompress(down)  # z^{k+1} = z^{k+1/2} - C^serv(...)
         bits += k * (VALUE_BITS + INDEX_BITS)
-        if rng.random() < 1.0 - tau:
+        if rng.random() < 1.0 - tau:  # b_k = 1: w^{k+1} = z^{k+1}, F_m(w^{k+1}) sent uncompressed
             w = z.copy()
             F_w_m = [problem.operator(m, w) for m in range(M)]
             F_w = np.mean(F_w_m, axis=0)

@@ -1,5 +1,9 @@
 """The MASHA reproduction (examples/masha.py) on a small instance: both compressed methods reach the set
-accuracy and send fewer bits per worker than uncompressed extragradient to get there."""
+accuracy. With the step sizes the variance bound allows (see the example's docstring) they send MORE
+uplink bits per worker than uncompressed extragradient to get there on this instance (about 2.6x and
+3.2x): the paper's claim that they beat extragradient in bits is not reproduced here, and the test
+asserts what is measured. An earlier version passed "fewer bits" only with a step that ignored the
+compression variance (it diverged at k = 10)."""
 
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ def test_solution_solves_the_optimality_system():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_masha_beats_extragradient_in_bits(seed):
+def test_masha_reaches_accuracy_with_more_bits_than_extragradient(seed):
     eg, m1, m2 = masha.run(workers=10, dim=200, k=20, accuracy=ACCURACY, iterations=5000, seed=seed)
     budget = eg.bits_to_reach(ACCURACY)
     assert np.isfinite(budget)
     for trace in (m1, m2):
         assert trace.distance[-1] <= ACCURACY, trace.name
-        assert trace.bits_to_reach(ACCURACY) < budget, (trace.name, trace.bits_to_reach(ACCURACY), budget)
+        # the measured truth on this instance (not the paper's claim): more bits than extragradient
+        assert trace.bits_to_reach(ACCURACY) > budget, (trace.name, trace.bits_to_reach(ACCURACY), budget)
 
 
 def test_masha_is_reproducible():
