@@ -1,9 +1,11 @@
 """The MASHA reproduction (examples/masha.py) on a small instance: both compressed methods reach the set
-accuracy. With the step sizes the variance bound allows (see the example's docstring) they send MORE
-uplink bits per worker than uncompressed extragradient to get there on this instance (about 2.6x and
-3.2x): the paper's claim that they beat extragradient in bits is not reproduced here, and the test
-asserts what is measured. An earlier version passed "fewer bits" only with a step that ignored the
-compression variance (it diverged at k = 10)."""
+accuracy.
+
+Open (issue 3): the algorithms were written without the paper's text at hand. With the step sizes the
+variance bound allows (see the example's docstring) they send about 2.6x and 3.2x MORE uplink bits per
+worker than uncompressed extragradient on this instance, so the paper's bits claim is not reproduced.
+Until the algorithms and the experiment's settings are checked against the paper, no test asserts the
+direction of that comparison: it would cement an unverified result either way."""
 
 from __future__ import annotations
 
@@ -30,14 +32,13 @@ def test_solution_solves_the_optimality_system():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_masha_reaches_accuracy_with_more_bits_than_extragradient(seed):
+def test_masha_reaches_accuracy(seed):
     eg, m1, m2 = masha.run(workers=10, dim=200, k=20, accuracy=ACCURACY, iterations=5000, seed=seed)
     budget = eg.bits_to_reach(ACCURACY)
     assert np.isfinite(budget)
     for trace in (m1, m2):
         assert trace.distance[-1] <= ACCURACY, trace.name
-        # the measured truth on this instance (not the paper's claim): more bits than extragradient
-        assert trace.bits_to_reach(ACCURACY) > budget, (trace.name, trace.bits_to_reach(ACCURACY), budget)
+        assert np.isfinite(trace.bits_to_reach(ACCURACY)), trace.name
 
 
 def test_masha_is_reproducible():
