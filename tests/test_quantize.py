@@ -550,3 +550,45 @@ def test_kernels_check_their_arguments_directly():
         _cpu.stochastic_round(x, 1, 2, np.zeros(64, np.float32))
     with pytest.raises(TypeError, match="codes"):
         _cpu.natural_decompress(np.zeros(64, np.float32), np.zeros(64, np.float32))
+
+
+DISPATCH_SCRIPT = r"""
+import hashlib, json
+import numpy as np, torch
+from commkernels import compress
+rng = np.random.default_rng(9)
+x = rng.standard_normal(300_007).astype(np.float32)
+x[::7] = 0.0
+x[::13] = -0.0
+x[::11] *= 1e30
+x[5::17] = np.nan
+x[3::19] = -np.inf
+out = {}
+for name, a in (("float32", torch.from_numpy(x)), ("bfloat16", torch.from_numpy(x).bfloat16())):
+    for scale in ("l1", "l2", None):
+        m = compress.sign_compress(a, scale)
+        out[f"{name} {scale}"] = [hashlib.sha256(m.bits.numpy().tobytes()).hexdigest(), m.scale.numpy().tobytes().hex()]
+    finite = torch.nan_to_num(a, nan=1.0, posinf=2.0, neginf=-3.0)
+    for scale in ("l1", "l2"):
+        m = compress.sign_compress(finite, scale)
+        out[f"{name} finite {scale}"] = [hashlib.sha256(m.bits.numpy().tobytes()).hexdigest(), m.scale.numpy().tobytes().hex()]
+print(json.dumps(out))
+"""
+
+
+def test_sign_avx512_paths_match_baseline_paths():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def run(disable: bool) -> dict:
+        env = dict(os.environ)
+        env.pop("COMMKERNELS_DISABLE_AVX512", None)
+        if disable:
+            env["COMMKERNELS_DISABLE_AVX512"] = "1"
+        done = subprocess.run([sys.executable, "-c", DISPATCH_SCRIPT], env=env, capture_output=True, text=True,
+                              check=True)
+        return json.loads(done.stdout)
+
+    assert run(False) == run(True)

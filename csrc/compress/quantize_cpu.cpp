@@ -4,9 +4,12 @@
 // which keeps p unrounded and moves the same bytes.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
+#include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "quantize.h"
 #include "quantize_api.h"
@@ -16,6 +19,93 @@ namespace {
 
 constexpr int64_t kByteGrain = 1 << 13;  // output bytes per parallel grain
 
+// ---- AVX-512 versions of the sign kernel's two passes, for float32 and bfloat16 x ------------------------
+// Bitwise the same as the portable code: the sums keep block_norm_sum's 16 lanes (two vectors of 8
+// doubles: lanes 0-7 and 8-15), the tail goes to lanes 0.. in order, and the lanes are added in order.
+// Squares use an explicitly rounded multiply, which no compiler contracts into an FMA.
+
+template <class T> constexpr bool kHasSignAvx512 = std::is_same_v<T, float> || std::is_same_v<T, bfloat16>;
+
+#ifdef CK_AVX512
+template <class T>
+CK_AVX512 inline __m512 load16_avx512(const T* x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_loadu_ps(x);
+  } else {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+}
+
+template <class T>
+CK_AVX512 double block_norm_sum_avx512(const T* x, int64_t begin, int64_t end, NormKind kind) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    __m512 v = load16_avx512(x + i);
+    __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    if (kind == NormKind::l1) {
+      v = _mm512_and_ps(v, sign_mask);
+      a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+      b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    } else {
+      a = _mm512_mul_round_pd(a, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      b = _mm512_mul_round_pd(b, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    lo = _mm512_add_pd(lo, a);
+    hi = _mm512_add_pd(hi, b);
+  }
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  for (int l = 0; i < end; ++i, ++l) {
+    const double v = to_acc(x[i]);
+    lane[l] += kind == NormKind::l1 ? abs_acc(v) : v * v;
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+// bits[b0, b1) for full bytes (8 (b1 - b0) <= size - 8 b0).
+template <class T>
+CK_AVX512 void sign_pack_avx512(const T* x, int64_t b0, int64_t b1, uint8_t* bits) {
+  int64_t b = b0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; b + 2 <= b1; b += 2) {
+      const uint16_t m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 8 * b), _mm512_setzero_ps(), _CMP_LT_OQ);
+      memcpy(bits + b, &m, 2);
+    }
+  } else {
+    // bfloat16 v < 0: sign set, magnitude in (0, inf]: the bits, less 0x8001, at most 0x7f7f unsigned
+    const __m512i offset = _mm512_set1_epi16(int16_t(0x8001)), limit = _mm512_set1_epi16(0x7f7f);
+    for (; b + 4 <= b1; b += 4) {
+      const __m512i v = _mm512_loadu_si512(x + 8 * b);
+      const uint32_t m = _mm512_cmple_epu16_mask(_mm512_sub_epi16(v, offset), limit);
+      memcpy(bits + b, &m, 4);
+    }
+  }
+  const LoadX<T> load{x};
+  for (; b < b1; ++b) bits[b] = sign_byte(load, b, int64_t(b1) * 8);
+}
+#endif
+
+template <class T>
+double block_norm_sum_dispatch(const LoadX<T>& load, int64_t begin, int64_t end, NormKind kind) {
+#ifdef CK_AVX512
+  if constexpr (kHasSignAvx512<T>) {
+    if (has_avx512()) return block_norm_sum_avx512(load.x, begin, end, kind);
+  }
+#endif
+  return block_norm_sum(load, begin, end, kind);
+}
+template <class Load>
+double block_norm_sum_dispatch(const Load& load, int64_t begin, int64_t end, NormKind kind) {
+  return block_norm_sum(load, begin, end, kind);
+}
+
 // Sum over all elements of |p| or p^2: block sums (quantize.h) added in double in block order.
 template <class Load>
 double norm_total(const Load& load, int64_t size, NormKind kind) {
@@ -23,7 +113,7 @@ double norm_total(const Load& load, int64_t size, NormKind kind) {
   std::vector<double> partial(size_t(std::max<int64_t>(blocks, 1)), 0.0);
   parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
-      partial[size_t(b)] = block_norm_sum(load, b * kNormBlock, std::min(size, (b + 1) * kNormBlock), kind);
+      partial[size_t(b)] = block_norm_sum_dispatch(load, b * kNormBlock, std::min(size, (b + 1) * kNormBlock), kind);
   });
   double total = 0.0;
   for (int64_t b = 0; b < blocks; ++b) total += partial[size_t(b)];
@@ -59,6 +149,24 @@ void sign_pack(const Load& load, int64_t size, uint8_t* bits) {
   parallel_for((size + 7) / 8, kByteGrain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) bits[b] = sign_byte(load, b, size);
   });
+}
+
+template <class T>
+void sign_pack(const LoadX<T>& load, int64_t size, uint8_t* bits) {
+  const int64_t full = size / 8;  // bytes of 8 elements; the last partial byte is done apart
+  parallel_for(full, kByteGrain, [&](int64_t b0, int64_t b1) {
+#ifdef CK_AVX512
+    if constexpr (kHasSignAvx512<T>) {
+      if (has_avx512()) return sign_pack_avx512(load.x, b0, b1, bits);
+    }
+#endif
+    for (int64_t b = b0; b < b1; ++b) {
+      uint32_t byte = 0;
+      for (int j = 0; j < 8; ++j) byte |= uint32_t(load(b * 8 + j) < 0) << j;
+      bits[b] = uint8_t(byte);
+    }
+  });
+  if (full * 8 < size) bits[full] = sign_byte(load, full, size);
 }
 
 template <class G, class R>
