@@ -179,21 +179,27 @@ CK_HD float sign_value(uint8_t byte, int j, float scale) { return (byte >> j) & 
 
 template <class A>
 CK_HD uint32_t terngrad_code(A v, A scale, uint32_t word) {
-  const A a = abs_acc(v);
-  const bool sent = scale > A(0) && bernoulli(word, double(a / scale));
-  return sent ? (v < A(0) ? 3u : 1u) : 0u;
+  // branch-free: the outcome is random, a branch on it would be mispredicted half the time
+  const uint32_t sent = uint32_t(scale > A(0)) & uint32_t(bernoulli(word, double(abs_acc(v) / scale)));
+  return sent * (1u + 2u * uint32_t(v < A(0)));
+}
+
+// Byte b of the codes, from the four words of Philox block b.
+template <class Load>
+CK_HD uint8_t terngrad_byte_from(const Load& load, int64_t byte, int64_t size, float scale, const uint32_t* words) {
+  using A = decltype(load(0));
+  const int64_t begin = byte * 4;
+  const int n = size - begin < 4 ? int(size - begin) : 4;
+  uint32_t bits = 0;
+  for (int j = 0; j < n; ++j) bits |= terngrad_code(load(begin + j), A(scale), words[j]) << (2 * j);
+  return uint8_t(bits);
 }
 
 template <class Load>
 CK_HD uint8_t terngrad_byte(const Load& load, int64_t byte, int64_t size, float scale, uint64_t seed,
                             uint64_t step) {
-  using A = decltype(load(0));
   const Philox4x32 r = quant_draws(seed, step, kTagTerngrad, uint64_t(byte));
-  const int64_t begin = byte * 4;
-  const int n = size - begin < 4 ? int(size - begin) : 4;
-  uint32_t bits = 0;
-  for (int j = 0; j < n; ++j) bits |= terngrad_code(load(begin + j), A(scale), r.v[j]) << (2 * j);
-  return uint8_t(bits);
+  return terngrad_byte_from(load, byte, size, scale, r.v);
 }
 
 CK_HD float terngrad_value(uint8_t byte, int j, float scale) {
@@ -227,7 +233,7 @@ CK_HD uint32_t qsgd_code(A v, float norm, int64_t levels, uint32_t word) {
   if (!(r < A(levels))) return uint32_t(levels) << 1 | uint32_t(v < A(0));  // r >= levels (or NaN)
   const A low = floor_acc(r);
   const uint32_t xi = uint32_t(low) + uint32_t(bernoulli(word, double(r - low)));
-  return xi == 0 ? 0u : (xi << 1 | uint32_t(v < A(0)));
+  return (xi << 1 | uint32_t(v < A(0))) & (0u - uint32_t(xi != 0));  // branch-free: 0 when xi = 0
 }
 
 CK_HD float qsgd_value(uint32_t code, float norm, int64_t levels) {
@@ -301,7 +307,7 @@ CK_HD uint8_t natural_code(A v, uint32_t word) {
   if (a >= pow2_as(A(0), kNaturalMaxExp)) return uint8_t(sign | 127);
   if (a < pow2_as(A(0), kNaturalMinExp)) {
     const A p = mul_rn(a, pow2_as(A(0), -kNaturalMinExp));  // exact
-    return bernoulli(word, double(p)) ? uint8_t(sign | 1) : uint8_t(0);
+    return uint8_t((sign | 1) * uint32_t(bernoulli(word, double(p))));
   }
   const int e = exponent_of(a);
   const A frac = mul_rn(a, pow2_as(A(0), -e)) - A(1);  // exact

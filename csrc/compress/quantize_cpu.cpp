@@ -25,6 +25,8 @@ constexpr int64_t kByteGrain = 1 << 13;  // output bytes per parallel grain
 // Squares use an explicitly rounded multiply, which no compiler contracts into an FMA.
 
 template <class T> constexpr bool kHasSignAvx512 = std::is_same_v<T, float> || std::is_same_v<T, bfloat16>;
+template <class Load> constexpr bool kIsLoadX = false;
+template <class T> constexpr bool kIsLoadX<LoadX<T>> = true;
 
 #ifdef CK_AVX512
 template <class T>
@@ -92,6 +94,111 @@ CK_AVX512 void sign_pack_avx512(const T* x, int64_t b0, int64_t b1, uint8_t* bit
 }
 #endif
 
+// ---- the Philox words of many blocks at once ------------------------------------------------------------
+// words[4 k + j] = quant_draws(seed, step, tag, q0 + k).v[j] for k < n: element 4 (q0 + k) + j's word.
+
+constexpr int64_t kDrawTile = 64;  // Philox blocks per tile: 256 elements
+
+#ifdef CK_AVX512
+CK_AVX512 inline __m512i mulhilo_x16(__m512i m, __m512i x, __m512i* hi) {
+  const __m512i even = _mm512_mul_epu32(x, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+CK_AVX512 void fill_draws_avx512(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i m0 = _mm512_set1_epi32(int(0xD2511F53u)), m1 = _mm512_set1_epi32(int(0xCD9E8D57u));
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const uint64_t q = q0 + uint64_t(k);
+    if ((q >> 32) != ((q + 15) >> 32)) break;  // b differs across the lanes: leave it to the scalar loop
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(int(uint32_t(q))), lane);
+    __m512i c1 = _mm512_set1_epi32(int((tag << 24) | uint32_t(q >> 32)));
+    __m512i c2 = _mm512_set1_epi32(int(uint32_t(step))), c3 = _mm512_set1_epi32(int(uint32_t(step >> 32)));
+    uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      __m512i hi0, hi1;
+      const __m512i lo0 = mulhilo_x16(m0, c0, &hi0), lo1 = mulhilo_x16(m1, c2, &hi1);
+      c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
+      c1 = lo1;
+      c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
+      c3 = lo0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    // interleave (c0, c1, c2, c3) lane by lane: words[4 l + j] = c_j[l]
+    const __m512i a01lo = _mm512_unpacklo_epi32(c0, c1), a01hi = _mm512_unpackhi_epi32(c0, c1);
+    const __m512i a23lo = _mm512_unpacklo_epi32(c2, c3), a23hi = _mm512_unpackhi_epi32(c2, c3);
+    // per 128-bit lane: x0 = (l0 words, l1 words), x1 = (l2, l3) in lane order
+    const __m512i x0 = _mm512_unpacklo_epi64(a01lo, a23lo), x1 = _mm512_unpackhi_epi64(a01lo, a23lo);
+    const __m512i x2 = _mm512_unpacklo_epi64(a01hi, a23hi), x3 = _mm512_unpackhi_epi64(a01hi, a23hi);
+    // x0 holds lanes 4t, x1 lanes 4t+1, x2 lanes 4t+2, x3 lanes 4t+3 of each 128-bit block t
+    alignas(64) uint32_t tmp[4][16];
+    _mm512_store_si512(tmp[0], x0);
+    _mm512_store_si512(tmp[1], x1);
+    _mm512_store_si512(tmp[2], x2);
+    _mm512_store_si512(tmp[3], x3);
+    for (int t = 0; t < 4; ++t)
+      for (int r = 0; r < 4; ++r) memcpy(words + 4 * (k + 4 * t + r), &tmp[r][4 * t], 16);
+  }
+  for (; k < n; ++k) {
+    const Philox4x32 block = quant_draws(seed, step, tag, q0 + uint64_t(k));
+    memcpy(words + 4 * k, block.v, 16);
+  }
+}
+#endif
+
+#ifdef CK_AVX512
+// TernGrad codes of 4 n elements of x (from element 4 b0; all inside x) with their words: 16 at a time,
+// the same operations as terngrad_code (a float32 division, an exact comparison in double).
+template <class T>
+CK_AVX512 void terngrad_tile_avx512(const T* x, int64_t b0, int64_t n, float scale, const uint32_t* words,
+                                    uint8_t* codes) {
+  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), s = _mm512_set1_ps(scale);
+  const __m512d two32 = _mm512_set1_pd(4294967296.0);
+  const uint32_t live = scale > 0.0f ? 0xffffffffu : 0u;
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {  // 16 elements, 4 bytes
+    const __m512 v = load16_avx512(x + 4 * (b0 + k));
+    const __m512 p = _mm512_div_ps(_mm512_and_ps(v, sign_mask), s);
+    const __m512i w = _mm512_loadu_si512(words + 4 * k);
+    const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
+    const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
+    const __m512d wlo = _mm512_cvtepu32_pd(_mm512_castsi512_si256(w));
+    const __m512d whi = _mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1));
+    const uint32_t sent = (uint32_t(_mm512_cmp_pd_mask(wlo, plo, _CMP_LT_OQ)) |
+                           uint32_t(_mm512_cmp_pd_mask(whi, phi, _CMP_LT_OQ)) << 8) & live;
+    const uint32_t negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const uint32_t bits = _pdep_u32(sent, 0x55555555u) | _pdep_u32(sent & negative, 0xAAAAAAAAu);
+    memcpy(codes + b0 + k, &bits, 4);
+  }
+  const LoadX<T> load{x};
+  for (; k < n; ++k) codes[b0 + k] = terngrad_byte_from(load, b0 + k, 4 * (b0 + n), scale, words + 4 * k);
+}
+
+template <class T>
+CK_AVX512 uint32_t max_key_avx512(const T* x, int64_t begin, int64_t end) {
+  __m512i m = _mm512_setzero_si512();
+  const __m512i mask = _mm512_set1_epi32(0x7fffffff);
+  int64_t i = begin;
+  for (; i + 16 <= end; i += 16) m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_castps_si512(load16_avx512(x + i)), mask));
+  uint32_t r = _mm512_reduce_max_epu32(m);
+  for (; i < end; ++i) r = std::max(r, magnitude_key(float(to_acc(x[i]))));
+  return r;
+}
+#endif
+
+void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
+#ifdef CK_AVX512
+  if (has_avx512()) return fill_draws_avx512(seed, step, tag, q0, n, words);
+#endif
+  for (int64_t k = 0; k < n; ++k) {
+    const Philox4x32 block = quant_draws(seed, step, tag, q0 + uint64_t(k));
+    memcpy(words + 4 * k, block.v, 16);
+  }
+}
+
 template <class T>
 double block_norm_sum_dispatch(const LoadX<T>& load, int64_t begin, int64_t end, NormKind kind) {
 #ifdef CK_AVX512
@@ -135,6 +242,17 @@ float max_magnitude(const Load& load, int64_t size) {
   const int chunks = chunk_count(size);
   std::vector<K> partial(size_t(chunks), K(0));
   parallel_chunks(size, chunks, [&](int c, int64_t begin, int64_t end) {
+#ifdef CK_AVX512
+    if constexpr (kIsLoadX<Load>) {
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
+      if constexpr (kHasSignAvx512<T>) {
+        if (has_avx512()) {
+          partial[size_t(c)] = max_key_avx512(load.x, begin, end);
+          return;
+        }
+      }
+    }
+#endif
     K m = 0;
     for (int64_t i = begin; i < end; ++i) m = std::max(m, magnitude_key(load(i)));
     partial[size_t(c)] = m;
@@ -188,10 +306,36 @@ void sign_pack_ef(const G* grad, R* residual, int64_t size, float scale, uint8_t
 
 // ---- TernGrad -------------------------------------------------------------------------------------------
 
-template <class Load>
-void terngrad_pack(const Load& load, int64_t size, float scale, uint64_t seed, uint64_t step, uint8_t* codes) {
+// Byte b of TernGrad's codes uses Philox block b: tiles of kDrawTile bytes draw their words at once.
+// For error feedback (residual != nullptr) also residual <- p - value.
+template <class Load, class R>
+void terngrad_pack(const Load& load, int64_t size, float scale, uint64_t seed, uint64_t step, uint8_t* codes,
+                   R* residual) {
+  using A = decltype(load(0));
   parallel_for((size + 3) / 4, kByteGrain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) codes[b] = terngrad_byte(load, b, size, scale, seed, step);
+    uint32_t words[4 * kDrawTile];
+    for (int64_t t = b0; t < b1; t += kDrawTile) {
+      const int64_t n = std::min(kDrawTile, b1 - t);
+      fill_draws(seed, step, kTagTerngrad, uint64_t(t), n, words);
+#ifdef CK_AVX512
+      if constexpr (kIsLoadX<Load>) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
+        if constexpr (kHasSignAvx512<T>) {
+          if (has_avx512() && (t + n) * 4 <= size) {
+            terngrad_tile_avx512(load.x, t, n, scale, words, codes);
+            continue;
+          }
+        }
+      }
+#endif
+      for (int64_t b = t; b < t + n; ++b) {
+        const uint8_t byte = terngrad_byte_from(load, b, size, scale, words + 4 * (b - t));
+        if (residual)
+          for (int64_t i = b * 4, end = std::min(size, b * 4 + 4); i < end; ++i)
+            residual[i] = from_acc<R>(load(i) - A(terngrad_value(byte, int(i - b * 4), scale)));
+        codes[b] = byte;
+      }
+    }
   });
 }
 
@@ -205,14 +349,23 @@ void qsgd_encode_groups(const Load& load, int64_t size, int64_t levels, int64_t 
   using A = decltype(load(0));
   const int w = qsgd_code_bits(levels);
   BitWriter writer{codes + g0 * w};
-  Philox4x32 draws{};
-  for (int64_t i = g0 * 8, end = std::min(size, g1 * 8); i < end; ++i) {
-    if (i % 4 == 0) draws = quant_draws(seed, step, kTagQsgd, uint64_t(i / 4));
-    const float norm = norms[i / bucket_size];
-    const A v = load(i);
-    const uint32_t code = qsgd_code(v, norm, levels, draws.v[i % 4]);
-    writer.put(code, w);
-    if (residual) residual[i] = from_acc<R>(v - A(qsgd_value(code, norm, levels)));
+  const int64_t begin = g0 * 8, end = std::min(size, g1 * 8);
+  int64_t bucket = begin / bucket_size, bucket_end = (bucket + 1) * bucket_size;  // no division per element
+  float norm = norms[bucket];
+  uint32_t words[4 * kDrawTile];
+  for (int64_t t = begin; t < end; t += 4 * kDrawTile) {
+    const int64_t tile_end = std::min(end, t + 4 * kDrawTile);
+    fill_draws(seed, step, kTagQsgd, uint64_t(t / 4), (tile_end - t + 3) / 4, words);
+    for (int64_t i = t; i < tile_end; ++i) {
+      if (i == bucket_end) {
+        norm = norms[++bucket];
+        bucket_end += bucket_size;
+      }
+      const A v = load(i);
+      const uint32_t code = qsgd_code(v, norm, levels, words[i - t]);
+      writer.put(code, w);
+      if (residual) residual[i] = from_acc<R>(v - A(qsgd_value(code, norm, levels)));
+    }
   }
   writer.flush();
 }
@@ -252,11 +405,13 @@ template <class Load, class R>
 void natural_run(const Load& load, int64_t size, uint64_t seed, uint64_t step, uint8_t* codes, R* residual) {
   using A = decltype(load(0));
   parallel_for((size + 3) / 4, kByteGrain, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const Philox4x32 draws = quant_draws(seed, step, kTagNatural, uint64_t(q));
-      for (int64_t i = q * 4, end = std::min(size, q * 4 + 4); i < end; ++i) {
+    uint32_t words[4 * kDrawTile];
+    for (int64_t t = q0; t < q1; t += kDrawTile) {
+      const int64_t n = std::min(kDrawTile, q1 - t);
+      fill_draws(seed, step, kTagNatural, uint64_t(t), n, words);
+      for (int64_t i = t * 4, end = std::min(size, (t + n) * 4); i < end; ++i) {
         const A v = load(i);
-        const uint8_t code = natural_code(v, draws.v[i % 4]);
+        const uint8_t code = natural_code(v, words[i - t * 4]);
         codes[i] = code;
         if (residual) residual[i] = from_acc<R>(v - A(natural_value(code)));
       }
@@ -318,7 +473,7 @@ void terngrad(const Array& x, uint64_t seed, uint64_t step, const Array& codes, 
     using T = typename decltype(tag)::type;
     const LoadX<T> load{static_cast<const T*>(x.data)};
     *s = max_magnitude(load, x.size);
-    terngrad_pack(load, x.size, *s, seed, step, out);
+    terngrad_pack(load, x.size, *s, seed, step, out, static_cast<float*>(nullptr));
   });
 }
 
@@ -330,21 +485,10 @@ void terngrad_ef(const Array& grad, const Array& residual, uint64_t seed, uint64
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
     using R = typename decltype(rtag)::type;
-    using A = acc_t<R>;
-    const G* g = static_cast<const G*>(grad.data);
     R* r = static_cast<R*>(residual.data);
-    const LoadSum<G, R> load{g, r};
-    const float sc = max_magnitude(load, grad.size);
-    *s = sc;
-    const int64_t size = grad.size;
-    parallel_for((size + 3) / 4, kByteGrain, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const uint8_t byte = terngrad_byte(load, b, size, sc, seed, step);
-        for (int64_t i = b * 4, end = std::min(size, b * 4 + 4); i < end; ++i)
-          r[i] = from_acc<R>(load(i) - A(terngrad_value(byte, int(i - b * 4), sc)));
-        out[b] = byte;
-      }
-    });
+    const LoadSum<G, R> load{static_cast<const G*>(grad.data), r};
+    *s = max_magnitude(load, grad.size);
+    terngrad_pack(load, grad.size, *s, seed, step, out, r);
   });
 }
 
@@ -448,9 +592,11 @@ void stochastic_round(const Array& x, uint64_t seed, uint64_t step, const Array&
   const int64_t size = x.size;
   auto run = [&](auto* o, auto round) {
     parallel_for((size + 3) / 4, kByteGrain, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const Philox4x32 draws = quant_draws(seed, step, kTagStochasticRound, uint64_t(q));
-        for (int64_t i = q * 4, end = std::min(size, q * 4 + 4); i < end; ++i) o[i] = round(in[i], draws.v[i % 4]);
+      uint32_t words[4 * kDrawTile];
+      for (int64_t t = q0; t < q1; t += kDrawTile) {
+        const int64_t n = std::min(kDrawTile, q1 - t);
+        fill_draws(seed, step, kTagStochasticRound, uint64_t(t), n, words);
+        for (int64_t i = t * 4, end = std::min(size, (t + n) * 4); i < end; ++i) o[i] = round(in[i], words[i - t * 4]);
       }
     });
   };
