@@ -183,7 +183,9 @@ CK_AVX512 uint32_t max_key_avx512(const T* x, int64_t begin, int64_t end) {
   const __m512i mask = _mm512_set1_epi32(0x7fffffff);
   int64_t i = begin;
   for (; i + 16 <= end; i += 16) m = _mm512_max_epu32(m, _mm512_and_si512(_mm512_castps_si512(load16_avx512(x + i)), mask));
-  uint32_t r = _mm512_reduce_max_epu32(m);
+  alignas(64) uint32_t lanes[16];  // (not _mm512_reduce_max_epu32: GCC 12's header trips -Wuninitialized)
+  _mm512_store_si512(lanes, m);
+  uint32_t r = *std::max_element(lanes, lanes + 16);
   for (; i < end; ++i) r = std::max(r, magnitude_key(float(to_acc(x[i]))));
   return r;
 }

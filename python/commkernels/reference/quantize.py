@@ -16,6 +16,8 @@ and an event of probability p happens when ``word / 2^32 < p``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .compress import philox, round_to_bfloat16
@@ -30,6 +32,17 @@ __all__ = [
 TAG_QSGD, TAG_TERNGRAD, TAG_NATURAL, TAG_STOCHASTIC_ROUND = 0x51, 0x54, 0x4E, 0x52
 NATURAL_BIAS = 100  # code c (1..127) stands for 2^(c - 100)
 _FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def _quiet(f):
+    """Non-finite inputs are part of every quantizer's domain: no NumPy floating-point warnings."""
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return f(*args, **kwargs)
+
+    return wrapped
 
 
 def quant_words(seed: int, step: int, tag: int, size: int) -> np.ndarray:
@@ -105,6 +118,7 @@ def _new_residual(p: np.ndarray, decoded: np.ndarray, store: str) -> np.ndarray:
 
 # ---- sign -----------------------------------------------------------------------------------------------
 
+@_quiet
 def sign_compress(x, scale="l1"):
     """(bits, scale): bit j of byte b is 1 when x[8b + j] < 0 (so +0, -0 and NaN count as +1); scale is
     float32: "l1": sum|x| / d, "l2": sqrt(sum x^2 / d), None: 1 (d = 0: 0 for l1/l2)."""
@@ -126,6 +140,7 @@ def sign_compress(x, scale="l1"):
     return bits, s
 
 
+@_quiet
 def sign_decompress(bits, scale, size: int) -> np.ndarray:
     """float32: -scale where the bit is 1, +scale elsewhere."""
     neg = np.unpackbits(np.asarray(bits, np.uint8), bitorder="little")[:size].astype(bool)
@@ -133,6 +148,7 @@ def sign_decompress(bits, scale, size: int) -> np.ndarray:
     return np.where(neg, -s, s).astype(np.float32)
 
 
+@_quiet
 def sign_compress_ef(grad, residual, scale="l1", residual_dtype=None, scale_value=None):
     """(bits, scale, new_residual): p = residual + grad; (bits, scale) = sign_compress(p, scale), with
     scale_value (if given) used as the scale; new_residual = p - sign_decompress(...), rounded to the
@@ -146,6 +162,7 @@ def sign_compress_ef(grad, residual, scale="l1", residual_dtype=None, scale_valu
 
 # ---- TernGrad -------------------------------------------------------------------------------------------
 
+@_quiet
 def terngrad(x, seed: int, step: int):
     """(codes, scale): scale = max|x| as float32 (float64 inputs: rounded up); element i is sent with
     probability |x_i| / scale (computed in the accumulation type); 2-bit codes, 4 per byte, element 4b + j
@@ -162,12 +179,14 @@ def terngrad(x, seed: int, step: int):
     return pack_codes(codes, 2), s
 
 
+@_quiet
 def terngrad_decompress(codes, scale, size: int) -> np.ndarray:
     c = unpack_codes(codes, 2, size)
     s = np.float32(scale)
     return np.where(c == 1, s, np.where(c == 3, -s, np.float32(0))).astype(np.float32)
 
 
+@_quiet
 def terngrad_ef(grad, residual, seed: int, step: int, residual_dtype=None):
     p, store = _ef(grad, residual, residual_dtype)
     codes, s = terngrad(p, seed, step)
@@ -181,6 +200,7 @@ def qsgd_code_bits(levels: int) -> int:
     return 1 + int(levels).bit_length()
 
 
+@_quiet
 def qsgd_norms(x, bucket_size: int) -> np.ndarray:
     """float32 L2 norms of the buckets of bucket_size consecutive elements (the last may be shorter)."""
     flat = _flat(x, "x").astype(np.float64)
@@ -191,6 +211,7 @@ def qsgd_norms(x, bucket_size: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
+@_quiet
 def qsgd(x, levels: int, seed: int, step: int, bucket_size: int, norms=None):
     """(codes, norms): per bucket, r = |x| levels / norm (accumulation type), xi = floor(r) + [U < r - floor(r)]
     (xi = levels where r >= levels); code = xi << 1 | (x < 0) (0 when xi = 0; all 0 in a bucket whose
@@ -214,6 +235,7 @@ def qsgd(x, levels: int, seed: int, step: int, bucket_size: int, norms=None):
     return pack_codes(codes, qsgd_code_bits(levels)), norms
 
 
+@_quiet
 def qsgd_decompress(codes, norms, levels: int, bucket_size: int, size: int) -> np.ndarray:
     """float32: sign * (norm * xi) / levels, each operation rounded to float32."""
     c = unpack_codes(codes, qsgd_code_bits(levels), size).astype(np.int64)
@@ -223,6 +245,7 @@ def qsgd_decompress(codes, norms, levels: int, bucket_size: int, size: int) -> n
     return np.where(c & 1, -magnitude, magnitude).astype(np.float32)
 
 
+@_quiet
 def qsgd_ef(grad, residual, levels: int, seed: int, step: int, bucket_size: int, residual_dtype=None, norms=None):
     p, store = _ef(grad, residual, residual_dtype)
     codes, norms = qsgd(p, levels, seed, step, bucket_size, norms)
@@ -231,6 +254,7 @@ def qsgd_ef(grad, residual, levels: int, seed: int, step: int, bucket_size: int,
 
 # ---- natural compression ------------------------------------------------------------------------------
 
+@_quiet
 def natural_compress(x, seed: int, step: int) -> np.ndarray:
     """uint8 codes: |x| in [2^e, 2^(e+1)) becomes 2^(e+1) with probability |x|/2^e - 1, else 2^e; below
     2^-99 it becomes 2^-99 with probability |x| / 2^-99, else 0; at or above 2^27 (and inf) it is 2^27;
@@ -252,12 +276,14 @@ def natural_compress(x, seed: int, step: int) -> np.ndarray:
     return (code | sign).astype(np.uint8)
 
 
+@_quiet
 def natural_decompress(codes, size: int | None = None) -> np.ndarray:
     c = np.asarray(codes, np.uint8).astype(np.int64)
     magnitude = np.where(c & 127, np.ldexp(1.0, (c & 127) - NATURAL_BIAS), 0.0)
     return np.where(c & 128, -magnitude, magnitude).astype(np.float32)
 
 
+@_quiet
 def natural_compress_ef(grad, residual, seed: int, step: int, residual_dtype=None):
     p, store = _ef(grad, residual, residual_dtype)
     codes = natural_compress(p, seed, step)
@@ -266,6 +292,7 @@ def natural_compress_ef(grad, residual, seed: int, step: int, residual_dtype=Non
 
 # ---- stochastic rounding ------------------------------------------------------------------------------
 
+@_quiet
 def stochastic_round(x, dtype: str, seed: int, step: int) -> np.ndarray:
     """float32 x to bfloat16 (returned as float32 holding bfloat16 values) or float16: |x| between the
     neighbouring representable magnitudes lo <= |x| < hi becomes hi with probability (|x| - lo) / (hi - lo).
