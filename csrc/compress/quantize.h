@@ -171,7 +171,13 @@ CK_HD uint8_t sign_byte(const Load& load, int64_t byte, int64_t size) {
   return uint8_t(bits);
 }
 
-CK_HD float sign_value(uint8_t byte, int j, float scale) { return (byte >> j) & 1u ? -scale : scale; }
+// Decoded values are built from bits, not chosen by a branch on the (random) sign: a branch would be
+// mispredicted half the time.
+CK_HD float with_sign_bit(float magnitude, uint32_t negative) {
+  return bit_cast<float>(bit_cast<uint32_t>(magnitude) ^ (negative << 31));
+}
+
+CK_HD float sign_value(uint8_t byte, int j, float scale) { return with_sign_bit(scale, (byte >> j) & 1u); }
 
 // ---- TernGrad: 2 bits per element, element 4b + j in bits 2j, 2j+1 of byte b --------------------------
 // code bit 0: sent (|value| = scale), code bit 1: negative. Codes are 0 (zero), 1 (+scale), 3 (-scale).
@@ -203,8 +209,9 @@ CK_HD uint8_t terngrad_byte(const Load& load, int64_t byte, int64_t size, float 
 }
 
 CK_HD float terngrad_value(uint8_t byte, int j, float scale) {
-  const uint32_t code = (byte >> (2 * j)) & 3u;
-  return code == 1u ? scale : (code == 3u ? -scale : 0.0f);
+  const uint32_t code = (byte >> (2 * j)) & 3u, sent = code & 1u;
+  const float magnitude = bit_cast<float>(bit_cast<uint32_t>(scale) & (0u - sent));  // scale or +0
+  return with_sign_bit(magnitude, sent & (code >> 1));
 }
 
 // ---- QSGD: per bucket, norm = ||p_bucket||_2 (float32); element code = sign bit | xi << 1 ------------
@@ -237,8 +244,7 @@ CK_HD uint32_t qsgd_code(A v, float norm, int64_t levels, uint32_t word) {
 }
 
 CK_HD float qsgd_value(uint32_t code, float norm, int64_t levels) {
-  const float magnitude = mul_rn(norm, float(code >> 1)) / float(levels);
-  return code & 1u ? -magnitude : magnitude;
+  return with_sign_bit(mul_rn(norm, float(code >> 1)) / float(levels), code & 1u);
 }
 
 // Bit writer / reader for w-bit codes (w <= 17), LSB first.
@@ -315,9 +321,9 @@ CK_HD uint8_t natural_code(A v, uint32_t word) {
 }
 
 CK_HD float natural_value(uint8_t code) {
-  if ((code & 0x7f) == 0) return 0.0f;
-  const float m = pow2_as(0.0f, int(code & 0x7f) - kNaturalBias);
-  return code & 0x80 ? -m : m;
+  const uint32_t c = code & 0x7fu;  // 2^(c - bias) has the float32 exponent field c - bias + 127 (0: zero)
+  const uint32_t field = (c + uint32_t(127 - kNaturalBias)) & (0u - uint32_t(c != 0));
+  return with_sign_bit(bit_cast<float>(field << 23), uint32_t(code >> 7));
 }
 
 // ---- stochastic rounding of float32 to bfloat16 / float16 ---------------------------------------------

@@ -289,19 +289,27 @@ void sign_pack(const LoadX<T>& load, int64_t size, uint8_t* bits) {
   if (full * 8 < size) bits[full] = sign_byte(load, full, size);
 }
 
+// One pass: p = residual + grad, its sign bit, residual <- p -+ scale. Locals (not the captured
+// references) in the loop, so that the byte stores cannot alias them and force reloads.
 template <class G, class R>
 void sign_pack_ef(const G* grad, R* residual, int64_t size, float scale, uint8_t* bits) {
   using A = acc_t<R>;
-  const LoadSum<G, R> load{grad, residual};
-  parallel_for((size + 7) / 8, kByteGrain, [&](int64_t b0, int64_t b1) {
+  parallel_for((size + 7) / 8, kByteGrain, [grad, residual, size, scale, bits](int64_t b0, int64_t b1) {
+    const G* __restrict g = grad;
+    R* __restrict r = residual;
+    uint8_t* __restrict out = bits;
+    const A s = A(scale);
     for (int64_t b = b0; b < b1; ++b) {
-      const uint8_t byte = sign_byte(load, b, size);
       const int n = int(std::min<int64_t>(8, size - b * 8));
+      uint32_t byte = 0;
       for (int j = 0; j < n; ++j) {
         const int64_t i = b * 8 + j;
-        residual[i] = from_acc<R>(load(i) - A(sign_value(byte, j, scale)));
+        const A p = A(to_acc(r[i])) + A(to_acc(g[i]));
+        const bool negative = p < A(0);
+        byte |= uint32_t(negative) << j;
+        r[i] = from_acc<R>(p - (negative ? -s : s));
       }
-      bits[b] = byte;
+      out[b] = uint8_t(byte);
     }
   });
 }
@@ -315,6 +323,11 @@ void terngrad_pack(const Load& load, int64_t size, float scale, uint64_t seed, u
                    R* residual) {
   using A = decltype(load(0));
   parallel_for((size + 3) / 4, kByteGrain, [&](int64_t b0, int64_t b1) {
+    // locals, not captured references, so that the byte stores cannot alias them and force reloads
+    const Load ld = load;
+    uint8_t* __restrict out = codes;
+    R* __restrict res = residual;
+    const float sc = scale;
     uint32_t words[4 * kDrawTile];
     for (int64_t t = b0; t < b1; t += kDrawTile) {
       const int64_t n = std::min(kDrawTile, b1 - t);
@@ -331,11 +344,11 @@ void terngrad_pack(const Load& load, int64_t size, float scale, uint64_t seed, u
       }
 #endif
       for (int64_t b = t; b < t + n; ++b) {
-        const uint8_t byte = terngrad_byte_from(load, b, size, scale, words + 4 * (b - t));
-        if (residual)
+        const uint8_t byte = terngrad_byte_from(ld, b, size, sc, words + 4 * (b - t));
+        if (res)
           for (int64_t i = b * 4, end = std::min(size, b * 4 + 4); i < end; ++i)
-            residual[i] = from_acc<R>(load(i) - A(terngrad_value(byte, int(i - b * 4), scale)));
-        codes[b] = byte;
+            res[i] = from_acc<R>(ld(i) - A(terngrad_value(byte, int(i - b * 4), sc)));
+        out[b] = byte;
       }
     }
   });
@@ -346,9 +359,11 @@ void terngrad_pack(const Load& load, int64_t size, float scale, uint64_t seed, u
 // Codes of the groups of eight [g0, g1) (group g: elements 8g .. 8g+7, bytes g w .. (g+1) w); for error
 // feedback (residual != nullptr) also residual <- p - value.
 template <class Load, class R>
-void qsgd_encode_groups(const Load& load, int64_t size, int64_t levels, int64_t bucket_size, const float* norms,
-                        uint64_t seed, uint64_t step, int64_t g0, int64_t g1, uint8_t* codes, R* residual) {
-  using A = decltype(load(0));
+void qsgd_encode_groups(const Load& load_ref, int64_t size, int64_t levels, int64_t bucket_size,
+                        const float* norms, uint64_t seed, uint64_t step, int64_t g0, int64_t g1, uint8_t* codes,
+                        R* __restrict residual) {
+  using A = decltype(load_ref(0));
+  const Load load = load_ref;  // a local: the code stores cannot alias it
   const int w = qsgd_code_bits(levels);
   BitWriter writer{codes + g0 * w};
   const int64_t begin = g0 * 8, end = std::min(size, g1 * 8);
@@ -407,15 +422,18 @@ template <class Load, class R>
 void natural_run(const Load& load, int64_t size, uint64_t seed, uint64_t step, uint8_t* codes, R* residual) {
   using A = decltype(load(0));
   parallel_for((size + 3) / 4, kByteGrain, [&](int64_t q0, int64_t q1) {
+    const Load ld = load;  // locals: the code stores cannot alias them
+    uint8_t* __restrict out = codes;
+    R* __restrict res = residual;
     uint32_t words[4 * kDrawTile];
     for (int64_t t = q0; t < q1; t += kDrawTile) {
       const int64_t n = std::min(kDrawTile, q1 - t);
       fill_draws(seed, step, kTagNatural, uint64_t(t), n, words);
       for (int64_t i = t * 4, end = std::min(size, (t + n) * 4); i < end; ++i) {
-        const A v = load(i);
+        const A v = ld(i);
         const uint8_t code = natural_code(v, words[i - t * 4]);
-        codes[i] = code;
-        if (residual) residual[i] = from_acc<R>(v - A(natural_value(code)));
+        out[i] = code;
+        if (res) res[i] = from_acc<R>(v - A(natural_value(code)));
       }
     }
   });
