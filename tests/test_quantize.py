@@ -258,6 +258,48 @@ def test_stochastic_round_is_unbiased(dtype):
     assert_unbiased(out.float().numpy(), x, variance, f"stochastic_round({dtype})")
 
 
+def assert_variance_bound(decoded: np.ndarray, x: np.ndarray, expected: float, omega: float, what: str) -> None:
+    """Per copy k, Y_k = ||C(x) - x||^2. Its mean must match the exact expectation E[Y] (two-sided, Z
+    standard errors estimated from the Y_k), and E[Y] must respect the compressor's bound omega ||x||^2."""
+    errors = ((decoded.reshape(N_DRAWS, x.size).astype(np.float64) - x.astype(np.float64)) ** 2).sum(axis=1)
+    norm2 = float(np.sum(x.astype(np.float64) ** 2))
+    sem = errors.std(ddof=1) / np.sqrt(N_DRAWS)
+    assert abs(errors.mean() - expected) <= Z * sem, f"{what}: mean squared error {errors.mean()} vs {expected}"
+    assert expected <= omega * norm2, f"{what}: E||C(x) - x||^2 = {expected} > omega ||x||^2 = {omega * norm2}"
+
+
+@pytest.mark.parametrize("levels", [1, 4, 255])
+def test_qsgd_variance_bound(levels):
+    x = unbiased_values()
+    msg = compress.qsgd(np.tile(x, N_DRAWS), levels, 7, 8, x.size)
+    norm = np.float64(f32(msg.norms)[0])
+    r = np.abs(x.astype(np.float64)) * levels / norm
+    f = r - np.floor(r)
+    expected = float(np.sum((norm / levels) ** 2 * f * (1 - f)))
+    omega = min(x.size / levels**2, np.sqrt(x.size) / levels)  # QSGD, Lemma 3.1 (one bucket of d = x.size)
+    assert_variance_bound(f32(compress.qsgd_decompress(msg)), x, expected, omega, f"qsgd({levels})")
+
+
+def test_natural_compress_variance_bound():
+    x = unbiased_values()
+    msg = compress.natural_compress(np.tile(x, N_DRAWS), 7, 8)
+    a = np.abs(x.astype(np.float64))
+    lo = np.where(a > 0, 2.0 ** np.floor(np.log2(np.where(a > 0, a, 1))), 0)
+    expected = float(np.sum((2 * lo - a) * (a - lo)))
+    assert_variance_bound(f32(compress.natural_decompress(msg)), x, expected, 1 / 8, "natural_compress")  # omega = 1/8
+
+
+def test_terngrad_variance():
+    x = unbiased_values()
+    msg = compress.terngrad(np.tile(x, N_DRAWS), 7, 8)
+    s = np.float64(f32(msg.scale)[0])
+    a = np.abs(x.astype(np.float64))
+    expected = float(np.sum(a * (s - a)))
+    # TernGrad: E||C(x) - x||^2 = s ||x||_1 - ||x||^2, i.e. omega = s ||x||_1 / ||x||^2 - 1 for this x
+    omega = s * a.sum() / np.sum(a * a) - 1
+    assert_variance_bound(f32(compress.terngrad_decompress(msg)), x, expected, omega * (1 + 1e-12), "terngrad")
+
+
 def test_different_steps_draw_differently():
     x = unbiased_values(4000)
     assert not np.array_equal(u8(compress.terngrad(x, 1, 1).codes), u8(compress.terngrad(x, 1, 2).codes))
