@@ -458,8 +458,8 @@ _natural_decompress_op = _torch_ops.define(
 
 
 def natural_decompress(msg: NaturalMsg, dtype: str = "float32"):
-    """The dense array of msg (signed powers of two, or 0) in `dtype` (rounded to it: 2^27 overflows
-    nothing, but 16-bit dtypes flush or saturate the extremes as their conversion does)."""
+    """The dense array of msg (signed powers of two from 2^-99 to 2^27, or 0) in `dtype`: exact in
+    float32 and float64; a 16-bit dtype rounds what it cannot hold to 0 or infinity."""
     codes, size = msg
     size = _checks.integer(size, "msg.size", 0, _MAX_SIZE)
     _message_array(codes, "msg.codes", "uint8", size)
