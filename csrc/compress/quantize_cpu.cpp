@@ -191,6 +191,40 @@ CK_AVX512 uint32_t max_key_avx512(const T* x, int64_t begin, int64_t end) {
 }
 #endif
 
+#ifdef CK_AVX512
+// QSGD codes of n elements of x (from element i0) given each element's norm and word, 16 at a time,
+// with the operations of qsgd_code (float32 multiply, divide, floor, exact comparison in double).
+template <class T>
+CK_AVX512 void qsgd_codes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
+                                 int64_t levels, uint32_t* codes) {
+  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
+  const __m512d two32 = _mm512_set1_pd(4294967296.0);
+  const __m512i one = _mm512_set1_epi32(1), top = _mm512_set1_epi32(int(levels));
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = load16_avx512(x + i0 + k), nv = _mm512_loadu_ps(norm + k);
+    const __m512 r = _mm512_div_ps(_mm512_mul_ps(_mm512_and_ps(v, sign_mask), l), nv);
+    const __mmask16 valid = _mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __mmask16 big = _mm512_cmp_ps_mask(r, l, _CMP_NLT_UQ);  // r >= levels or NaN
+    const __m512 low = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(r, low);
+    const __m512i w = _mm512_loadu_si512(words + k);
+    const __m512d flo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)), two32);
+    const __m512d fhi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))), two32);
+    const __mmask16 up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), flo, _CMP_LT_OQ) |
+                                   (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), fhi, _CMP_LT_OQ) << 8));
+    __m512i xi = _mm512_mask_add_epi32(_mm512_maskz_cvttps_epu32(__mmask16(~big), low), up & __mmask16(~big),
+                                       _mm512_maskz_cvttps_epu32(__mmask16(~big), low), one);
+    xi = _mm512_mask_mov_epi32(xi, big, top);
+    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512i code = _mm512_mask_or_epi32(_mm512_slli_epi32(xi, 1), negative, _mm512_slli_epi32(xi, 1), one);
+    const __mmask16 keep = valid & _mm512_test_epi32_mask(xi, xi);
+    _mm512_storeu_si512(codes + k, _mm512_maskz_mov_epi32(keep, code));
+  }
+  for (; k < n; ++k) codes[k] = qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]);
+}
+#endif
+
 void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
 #ifdef CK_AVX512
   if (has_avx512()) return fill_draws_avx512(seed, step, tag, q0, n, words);
@@ -373,6 +407,27 @@ void qsgd_encode_groups(const Load& load_ref, int64_t size, int64_t levels, int6
   for (int64_t t = begin; t < end; t += 4 * kDrawTile) {
     const int64_t tile_end = std::min(end, t + 4 * kDrawTile);
     fill_draws(seed, step, kTagQsgd, uint64_t(t / 4), (tile_end - t + 3) / 4, words);
+#ifdef CK_AVX512
+    if constexpr (kIsLoadX<Load>) {
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
+      if constexpr (kHasSignAvx512<T>) {
+        if (has_avx512()) {
+          float norm_of[4 * kDrawTile];
+          uint32_t code_of[4 * kDrawTile];
+          for (int64_t i = t; i < tile_end; ++i) {
+            if (i == bucket_end) {
+              norm = norms[++bucket];
+              bucket_end += bucket_size;
+            }
+            norm_of[i - t] = norm;
+          }
+          qsgd_codes_avx512(load.x, t, tile_end - t, norm_of, words, levels, code_of);
+          for (int64_t i = t; i < tile_end; ++i) writer.put(code_of[i - t], w);
+          continue;
+        }
+      }
+    }
+#endif
     for (int64_t i = t; i < tile_end; ++i) {
       if (i == bucket_end) {
         norm = norms[++bucket];
