@@ -225,6 +225,44 @@ CK_AVX512 void qsgd_codes_avx512(const T* x, int64_t i0, int64_t n, const float*
 }
 #endif
 
+#ifdef CK_AVX512
+// natural_code of n elements of x (from element i0), 16 at a time. In the float32 range the comparison
+// U < |x| / 2^e - 1 = mantissa / 2^23 is exactly word < mantissa << 9 (both integers).
+template <class T>
+CK_AVX512 void natural_codes_avx512(const T* x, int64_t i0, int64_t n, const uint32_t* words, uint8_t* codes) {
+  const __m512i magnitude_mask = _mm512_set1_epi32(0x7fffffff), mantissa_mask = _mm512_set1_epi32(0x7fffff);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i min_bits = _mm512_set1_epi32((127 + kNaturalMinExp) << 23);
+  const __m512i max_bits = _mm512_set1_epi32((127 + kNaturalMaxExp) << 23);
+  const __m512i nan_above = _mm512_set1_epi32(0x7f800000);
+  const __m512 scale_tiny = _mm512_set1_ps(pow2_as(0.0f, -kNaturalMinExp));
+  const __m512d two32 = _mm512_set1_pd(4294967296.0);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = load16_avx512(x + i0 + k);
+    const __m512i b = _mm512_castps_si512(v), a = _mm512_and_si512(b, magnitude_mask);
+    const __m512i w = _mm512_loadu_si512(words + k);
+    const __m512i e = _mm512_srli_epi32(a, 23);
+    const __mmask16 up = _mm512_cmplt_epu32_mask(w, _mm512_slli_epi32(_mm512_and_si512(a, mantissa_mask), 9));
+    const __m512i base = _mm512_sub_epi32(e, _mm512_set1_epi32(127 - kNaturalBias));
+    __m512i code = _mm512_mask_add_epi32(base, up, base, one);
+    code = _mm512_mask_mov_epi32(code, _mm512_cmpge_epu32_mask(a, max_bits), _mm512_set1_epi32(127));
+    const __mmask16 tiny = _mm512_cmplt_epu32_mask(a, min_bits);
+    const __m512 p = _mm512_mul_ps(_mm512_castsi512_ps(a), scale_tiny);  // exact
+    const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
+    const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
+    const __mmask16 tiny_up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), plo, _CMP_LT_OQ) |
+                                        (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), phi, _CMP_LT_OQ) << 8));
+    code = _mm512_mask_mov_epi32(code, tiny, _mm512_maskz_mov_epi32(tiny_up, one));
+    const __mmask16 negative = _mm512_cmplt_epi32_mask(b, _mm512_setzero_si512()) & _mm512_test_epi32_mask(code, code);
+    code = _mm512_mask_or_epi32(code, negative, code, _mm512_set1_epi32(0x80));
+    code = _mm512_maskz_mov_epi32(_mm512_cmple_epu32_mask(a, nan_above), code);  // NaN: 0
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i0 + k), _mm512_cvtepi32_epi8(code));
+  }
+  for (; k < n; ++k) codes[i0 + k] = natural_code(float(to_acc(x[i0 + k])), words[k]);
+}
+#endif
+
 void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
 #ifdef CK_AVX512
   if (has_avx512()) return fill_draws_avx512(seed, step, tag, q0, n, words);
@@ -484,6 +522,17 @@ void natural_run(const Load& load, int64_t size, uint64_t seed, uint64_t step, u
     for (int64_t t = q0; t < q1; t += kDrawTile) {
       const int64_t n = std::min(kDrawTile, q1 - t);
       fill_draws(seed, step, kTagNatural, uint64_t(t), n, words);
+#ifdef CK_AVX512
+      if constexpr (kIsLoadX<Load>) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(ld.x)>>;
+        if constexpr (kHasSignAvx512<T>) {
+          if (has_avx512() && !res) {
+            natural_codes_avx512(ld.x, t * 4, std::min(size, (t + n) * 4) - t * 4, words, out);
+            continue;
+          }
+        }
+      }
+#endif
       for (int64_t i = t * 4, end = std::min(size, (t + n) * 4); i < end; ++i) {
         const A v = ld(i);
         const uint8_t code = natural_code(v, words[i - t * 4]);
