@@ -316,6 +316,9 @@ def test_sign_l1_is_a_contraction(data):
     if not np.all(np.isfinite(x)) or not np.any(x) or np.sum(x * x) > 1e300 or np.sum(x * x) < 1e-300:
         event("skipped: non-finite, zero or out-of-range norm")
         return
+    if not 1e-30 < np.mean(np.abs(x)) < 1e38:  # the scale is float32
+        event("skipped: scale outside the float32 range")
+        return
     msg = compress.sign_compress(case.make(), "l1")
     c = f32(compress.sign_decompress(msg, "float64" if case.dtype == "float64" else "float32")).astype(np.float64)
     err, norm2 = np.sum((c - x) ** 2), np.sum(x * x)
@@ -337,7 +340,10 @@ def test_round_trips(data):
     m = compress.terngrad(x, 1, 2)
     again = compress.terngrad(compress.terngrad_decompress(m), 3, 4)
     np.testing.assert_array_equal(u8(again.codes), u8(m.codes))
-    assert_same_floats(f32(again.scale), f32(m.scale), "scale")
+    if u8(m.codes).any():  # (a float64 max rounded up to float32 may go unsent; then all is 0)
+        assert_same_floats(f32(again.scale), f32(m.scale), "scale")
+    else:
+        assert f32(again.scale)[0] == 0
     m = compress.natural_compress(x, 1, 2)
     np.testing.assert_array_equal(u8(compress.natural_compress(compress.natural_decompress(m), 3, 4).codes), u8(m.codes))
 

@@ -143,7 +143,8 @@ def sign_compress(x, scale="l1") -> SignMsg:
     sign(v) = -1 where v < 0, else +1: +0, -0 and NaN all give +1. scale: "l1" (sum|x| / d, the
     scale of EF-signSGD), "l2" (||x||_2 / sqrt(d)) or None (1). The scale is a fixed-order float64 sum
     (blocks of 2^14 elements, 16 lanes, blocks added in order) rounded to float32; a non-finite input
-    gives a non-finite scale; d = 0 gives 0. Two passes over x: the scale, then the bits.
+    gives a non-finite scale, as does a float64 input whose scale is beyond the float32 range; d = 0
+    gives 0. Two passes over x: the scale, then the bits.
     """
     size = _input(x)
     kind = _scale_kind(scale)
