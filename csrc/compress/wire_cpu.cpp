@@ -96,6 +96,7 @@ void encode_delta(const Index* idx, int64_t k, const std::vector<int64_t>& offse
 template <class Index>
 void encode_bitmap(const Index* idx, int64_t k, int64_t size, uint8_t* out) {
   const int64_t nbytes = bitmap_nbytes(size);
+  if (nbytes == 0) return;  // out may be null then: no memset on it
   const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(1024, nbytes / (1 << 16))));
   parallel_chunks(nbytes, chunks, [&](int, int64_t begin, int64_t end) {
     std::memset(out + begin, 0, size_t(end - begin));
