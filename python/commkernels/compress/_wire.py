@@ -30,12 +30,12 @@ bytes); section 1 is its indices, encoded with the index codec:
 The quantized messages (``_quantize``): section 0 is float32 (dtype byte 1), section 1 the message's
 packed code bytes exactly as the message holds them (layouts in the message classes' docstrings):
 
-    kind  message     code (bits)                 count                      section 0           section 1
-       2  SignMsg     1                           0                          scale (4 B)         bits, ceil(size / 8) B
-       3  TernMsg     2                           0                          scale (4 B)         codes, ceil(size / 4) B
-       4  QsgdMsg     1 + bit_length(levels)      levels | bucket_size<<16   ceil(size / bucket_size) norms
-                                                                                                 codes, ceil(size * code / 8) B
-       5  NaturalMsg  8                           0                          empty               codes, size B
+    kind  message     code (bits per element)  count                      section 0          section 1 (bytes)
+       2  SignMsg     1                        0                          scale (4 B)        bits: ceil(size / 8)
+       3  TernMsg     2                        0                          scale (4 B)        codes: ceil(size / 4)
+       4  QsgdMsg     1 + bit_length(levels)   levels | bucket_size<<16   norms (4 B each,   codes: ceil(size * code / 8)
+                                                                          ceil(size / bucket_size))
+       5  NaturalMsg  8                        0                          empty              codes: size
 
 levels is 1..65535 and bucket_size 1..2^48 - 1. The bits past size in the last code byte are zero, and
 the scale and the norms are never negative (NaN and +inf are allowed: the compressors give them for
@@ -194,7 +194,8 @@ def _check_quantized_contents(kind: int, size: int, width: int, floats, codes, p
                          f"(byte 0x{int(codes[-1]):02x}, {used} bits used)")
     if floats is not None and floats.size and bool(np.any(floats < 0)):
         what = "scale" if kind != KIND_QSGD else "norms"
-        raise ValueError(f"{prefix}: a negative {what} ({float(floats[floats < 0][0])}); the compressors never give one")
+        raise ValueError(f"{prefix}: a negative {what} ({float(floats[floats < 0][0])}); "
+                         "the compressors never give one")
 
 
 def _pack_quantized(msg):
