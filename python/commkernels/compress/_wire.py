@@ -33,7 +33,7 @@ packed code bytes exactly as the message holds them (layouts in the message clas
     kind  message     code (bits per element)  count                      section 0          section 1 (bytes)
        2  SignMsg     1                        0                          scale (4 B)        bits: ceil(size / 8)
        3  TernMsg     2                        0                          scale (4 B)        codes: ceil(size / 4)
-       4  QsgdMsg     1 + bit_length(levels)   levels | bucket_size<<16   norms (4 B each,   codes: ceil(size * code / 8)
+       4  QsgdMsg     1 + bit_length(levels)   levels | bucket_size<<16   norms (4 B each,   codes: ceil(size*code/8)
                                                                           ceil(size / bucket_size))
        5  NaturalMsg  8                        0                          empty              codes: size
 
