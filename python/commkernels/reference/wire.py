@@ -2,7 +2,8 @@
 two variable-size sparse operations that travel with it: sparse aggregation and threshold selection.
 
 Plain Python and NumPy, written from the layout: a header, the values' bytes, then the indices as raw
-uint32, as LEB128 varints of the first index and the gaps, or as an LSB-first bitmap.
+uint32, as LEB128 varints of the first index and the gaps, or as an LSB-first bitmap. The quantized
+messages: a header, their float32 scale or norms, then their code bytes as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import struct
 import numpy as np
 
 __all__ = ["encode_indices", "decode_indices", "index_nbytes", "pack", "unpack", "CODECS", "sparse_aggregate",
-           "threshold", "kth_largest_magnitude"]
+           "threshold", "kth_largest_magnitude", "QUANTIZED_KINDS", "code_width", "pack_quantized",
+           "unpack_quantized"]
 
 CODECS = ("raw", "delta", "bitmap")
 _HEADER = struct.Struct("<4sBBBBQQQQ")
@@ -95,6 +97,45 @@ def unpack(buf: bytes):
     values = buf[_HEADER.size:_HEADER.size + len0]
     indices = decode_indices(buf[_HEADER.size + len0:], count, size, CODECS[codec])
     return values, dtype, indices, size
+
+
+QUANTIZED_KINDS = {"sign": 2, "tern": 3, "qsgd": 4, "natural": 5}
+
+
+def code_width(kind: str, levels: int | None = None) -> int:
+    """Bits per element: sign 1, tern 2, natural 8, qsgd 1 + ceil(log2(levels + 1))."""
+    if kind == "qsgd":
+        return 1 + int(levels).bit_length()
+    return {"sign": 1, "tern": 2, "natural": 8}[kind]
+
+
+def pack_quantized(kind: str, floats, codes: bytes, size: int, levels: int | None = None,
+                   bucket_size: int | None = None) -> bytes:
+    """kind: "sign", "tern", "qsgd" or "natural"; floats: the scale (sign, tern), the norms (qsgd) or
+    nothing (natural), written as little-endian float32; codes: the packed code bytes."""
+    floats = np.asarray([] if floats is None else floats, dtype="<f4").reshape(-1)
+    width = code_width(kind, levels)
+    assert len(codes) == (size * width + 7) // 8
+    if kind == "qsgd":
+        assert floats.size == -(-size // bucket_size)
+        count = levels + bucket_size * 2 ** 16
+    else:
+        assert floats.size == (0 if kind == "natural" else 1)
+        count = 0
+    header = _HEADER.pack(b"CKWF", 1, QUANTIZED_KINDS[kind], 1, width, size, count, 4 * floats.size, len(codes))
+    return header + floats.tobytes() + bytes(codes)
+
+
+def unpack_quantized(buf: bytes):
+    """(kind, floats as float32, code bytes, size, levels, bucket_size) of a well-formed buffer (levels and
+    bucket_size None but for qsgd)."""
+    magic, version, kind_id, dtype_code, width, size, count, len0, len1 = _HEADER.unpack(buf[:_HEADER.size])
+    kind = {v: k for k, v in QUANTIZED_KINDS.items()}[kind_id]
+    assert (magic, version, dtype_code) == (b"CKWF", 1, 1) and len(buf) == _HEADER.size + len0 + len1
+    levels, bucket_size = (count % 2 ** 16, count // 2 ** 16) if kind == "qsgd" else (None, None)
+    assert width == code_width(kind, levels)
+    floats = np.frombuffer(buf[_HEADER.size:_HEADER.size + len0], dtype="<f4").astype(np.float32)
+    return kind, floats, bytes(buf[_HEADER.size + len0:]), size, levels, bucket_size
 
 
 def sparse_aggregate(msgs, size: int, average: bool = False) -> np.ndarray:
