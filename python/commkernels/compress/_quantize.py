@@ -312,7 +312,9 @@ _qsgd_op = _torch_ops.define("qsgd", "(Tensor x, int levels, int seed, int step,
 
 
 def _qsgd_params(levels, bucket_size) -> tuple[int, int]:
-    return (_checks.integer(levels, "levels", 1, _MAX_LEVELS), _checks.integer(bucket_size, "bucket_size", 1))
+    # bucket_size: at most 2^48 - 1, what the wire format's header holds (any size past d means one bucket)
+    return (_checks.integer(levels, "levels", 1, _MAX_LEVELS),
+            _checks.integer(bucket_size, "bucket_size", 1, (1 << 48) - 1))
 
 
 def qsgd(x, levels: int, seed: int, step: int, bucket_size: int = 512) -> QsgdMsg:
