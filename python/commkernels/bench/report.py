@@ -58,7 +58,8 @@ def table(results: dict, markdown: bool = False) -> str:
     left = [i < text_columns or header[i] == "baseline" for i in range(len(header))]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if l else "--:" for l in left) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+        cell = lambda text: text.replace("|", "\\|")  # noqa: E731  (a | inside a cell would split it)
+        return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in body])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     fmt = lambda row: "  ".join(c.ljust(w) if l else c.rjust(w) for c, w, l in zip(row, widths, left))  # noqa: E731
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, body)])
