@@ -11,6 +11,7 @@
 
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
+#include "../common/philox_x16.h"
 #include "quantize.h"
 #include "quantize_api.h"
 
@@ -100,33 +101,15 @@ CK_AVX512 void sign_pack_avx512(const T* x, int64_t b0, int64_t b1, uint8_t* bit
 constexpr int64_t kDrawTile = 64;  // Philox blocks per tile: 256 elements
 
 #ifdef CK_AVX512
-CK_AVX512 inline __m512i mulhilo_x16(__m512i m, __m512i x, __m512i* hi) {
-  const __m512i even = _mm512_mul_epu32(x, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
-  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
-
 CK_AVX512 void fill_draws_avx512(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i m0 = _mm512_set1_epi32(int(0xD2511F53u)), m1 = _mm512_set1_epi32(int(0xCD9E8D57u));
   int64_t k = 0;
   for (; k + 16 <= n; k += 16) {
     const uint64_t q = q0 + uint64_t(k);
     if ((q >> 32) != ((q + 15) >> 32)) break;  // b differs across the lanes: leave it to the scalar loop
-    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(int(uint32_t(q))), lane);
-    __m512i c1 = _mm512_set1_epi32(int((tag << 24) | uint32_t(q >> 32)));
-    __m512i c2 = _mm512_set1_epi32(int(uint32_t(step))), c3 = _mm512_set1_epi32(int(uint32_t(step >> 32)));
-    uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-    for (int round = 0; round < 10; ++round) {
-      __m512i hi0, hi1;
-      const __m512i lo0 = mulhilo_x16(m0, c0, &hi0), lo1 = mulhilo_x16(m1, c2, &hi1);
-      c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
-      c1 = lo1;
-      c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
-      c3 = lo0;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
+    const Philox4x32x16 r = philox_x16(seed, step, _mm512_add_epi32(_mm512_set1_epi32(int(uint32_t(q))), lane),
+                                       (tag << 24) | uint32_t(q >> 32));
+    const __m512i c0 = r.v[0], c1 = r.v[1], c2 = r.v[2], c3 = r.v[3];
     // interleave (c0, c1, c2, c3) lane by lane: words[4 l + j] = c_j[l]
     const __m512i a01lo = _mm512_unpacklo_epi32(c0, c1), a01hi = _mm512_unpackhi_epi32(c0, c1);
     const __m512i a23lo = _mm512_unpacklo_epi32(c2, c3), a23hi = _mm512_unpackhi_epi32(c2, c3);

@@ -6,6 +6,7 @@
 
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
+#include "../common/philox_x16.h"
 #include "api.h"
 #include "args.h"
 #include "randk.h"
@@ -40,33 +41,6 @@ void permute_range(const FeistelPermutation& perm, int64_t begin, int64_t end, i
 }
 
 #ifdef CK_AVX512
-// 32x32 -> 64-bit products of 16 lanes: the even and the odd lanes' products recombined into the low
-// words (returned) and the high words (*hi).
-CK_AVX512 inline __m512i mulhilo_x16(__m512i m, __m512i x, __m512i* hi) {
-  const __m512i even = _mm512_mul_epu32(x, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
-  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
-
-// Philox4x32-10 on 16 counters (a_l, b, step) at once with key seed; word 0 of each, as philox() gives.
-CK_AVX512 inline __m512i philox_word0_x16(__m512i a, uint32_t b, uint64_t seed, uint64_t step) {
-  const __m512i m0 = _mm512_set1_epi32(int(0xD2511F53u)), m1 = _mm512_set1_epi32(int(0xCD9E8D57u));
-  __m512i c0 = a, c1 = _mm512_set1_epi32(int(b));
-  __m512i c2 = _mm512_set1_epi32(int(uint32_t(step))), c3 = _mm512_set1_epi32(int(uint32_t(step >> 32)));
-  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-  for (int round = 0; round < 10; ++round) {
-    __m512i hi0, hi1;
-    const __m512i lo0 = mulhilo_x16(m0, c0, &hi0), lo1 = mulhilo_x16(m1, c2, &hi1);
-    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
-    c1 = lo1;
-    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return c0;
-}
-
 // FeistelPermutation::encrypt on 16 words at once (words < 2^31).
 CK_AVX512 inline __m512i encrypt_x16(const FeistelPermutation& perm, __m512i word) {
   const unsigned lo_bits = unsigned(perm.lo_bits());
@@ -74,9 +48,9 @@ CK_AVX512 inline __m512i encrypt_x16(const FeistelPermutation& perm, __m512i wor
   __m512i hi = _mm512_srli_epi32(word, lo_bits), lo = _mm512_and_si512(word, lo_mask);
   for (uint32_t r = 0; r < 4; ++r) {
     if (r % 2 == 0)
-      hi = _mm512_xor_si512(hi, _mm512_and_si512(philox_word0_x16(lo, r, perm.seed, perm.step), hi_mask));
+      hi = _mm512_xor_si512(hi, _mm512_and_si512(philox_x16(perm.seed, perm.step, lo, r).v[0], hi_mask));
     else
-      lo = _mm512_xor_si512(lo, _mm512_and_si512(philox_word0_x16(hi, r, perm.seed, perm.step), lo_mask));
+      lo = _mm512_xor_si512(lo, _mm512_and_si512(philox_x16(perm.seed, perm.step, hi, r).v[0], lo_mask));
   }
   return _mm512_or_si512(_mm512_slli_epi32(hi, lo_bits), lo);
 }
