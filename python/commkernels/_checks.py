@@ -56,3 +56,22 @@ def writable(a, name: str) -> None:
                         "pass a NumPy, torch or CuPy array")
     if not _backend.is_mutable(a):
         raise ValueError(f"{name}: expected a writable array (it is updated in place), got a read-only one")
+
+
+MAX_SIZE = (1 << 31) - 1  # index outputs are int32
+
+
+def grad_and_residual(grad, residual) -> int:
+    """The (grad, residual) pair of an error-feedback kernel: float arrays in one framework and device, the
+    residual writable, float32 or grad's dtype, with as many elements as grad. Returns that size."""
+    float_array(grad, "grad")
+    float_array(residual, "residual")
+    writable(residual, "residual")
+    same_place(grad, residual, "grad", "residual")
+    size = integer(_backend.numel(grad), "grad.size", 0, MAX_SIZE)
+    if _backend.numel(residual) != size:
+        raise ValueError(f"residual: expected {size} elements like grad, got {_backend.numel(residual)}")
+    gdt, rdt = _backend.dtype_name(grad), _backend.dtype_name(residual)
+    if rdt != gdt and (rdt != "float32" or gdt == "float64"):
+        raise TypeError(f"residual: expected float32 or grad's dtype {gdt}, got {rdt}")
+    return size

@@ -76,18 +76,6 @@ def _input(x, name: str = "x") -> int:
     return _checks.integer(_backend.numel(x), f"{name}.size", 0, _MAX_SIZE)
 
 
-def _ef_inputs(grad, residual) -> int:
-    _checks.float_array(grad, "grad")
-    _checks.float_array(residual, "residual")
-    _checks.writable(residual, "residual")
-    _checks.same_place(grad, residual, "grad", "residual")
-    size = _checks.integer(_backend.numel(grad), "grad.size", 0, _MAX_SIZE)
-    if _backend.numel(residual) != size:
-        raise ValueError(f"residual: expected {size} elements like grad, got {_backend.numel(residual)}")
-    gdt, rdt = _backend.dtype_name(grad), _backend.dtype_name(residual)
-    if rdt != gdt and (rdt != "float32" or gdt == "float64"):
-        raise TypeError(f"residual: expected float32 or grad's dtype {gdt}, got {rdt}")
-    return size
 
 
 def _scale_kind(scale) -> int:
@@ -168,7 +156,7 @@ def sign_compress_ef_(grad, residual, scale="l1") -> SignMsg:
     """sign_compress with error feedback: p = residual + grad, msg = sign_compress(p, scale),
     residual <- p - sign_decompress(msg). One pass for the scale, one fused pass for the bits and the
     residual (grad and residual are re-read, p is never stored)."""
-    size = _ef_inputs(grad, residual)
+    size = _checks.grad_and_residual(grad, residual)
     kind = _scale_kind(scale)
     op = _sign_ef_op if _backend.is_torch(grad) else _sign_ef_kernel
     bits, s = op(grad, residual, kind)
@@ -250,7 +238,7 @@ _terngrad_ef_op = _torch_ops.define(
 def terngrad_ef_(grad, residual, seed: int, step: int) -> TernMsg:
     """terngrad with error feedback (see the module docstring): one pass for max|p|, one fused pass for
     the codes and the residual."""
-    size = _ef_inputs(grad, residual)
+    size = _checks.grad_and_residual(grad, residual)
     seed, step = _seed_step(seed, step)
     if _backend.is_torch(grad):
         codes, s = _terngrad_ef_op(grad, residual, _torch_ops.to_int64(seed), _torch_ops.to_int64(step))
@@ -356,7 +344,7 @@ _qsgd_ef_op = _torch_ops.define(
 def qsgd_ef_(grad, residual, levels: int, seed: int, step: int, bucket_size: int = 512) -> QsgdMsg:
     """qsgd with error feedback (see the module docstring), bucket by bucket in one fused pass where the
     bucket fits (see qsgd)."""
-    size = _ef_inputs(grad, residual)
+    size = _checks.grad_and_residual(grad, residual)
     levels, bucket_size = _qsgd_params(levels, bucket_size)
     seed, step = _seed_step(seed, step)
     if _backend.is_torch(grad):
@@ -440,7 +428,7 @@ _natural_ef_op = _torch_ops.define(
 
 def natural_compress_ef_(grad, residual, seed: int, step: int) -> NaturalMsg:
     """natural_compress with error feedback (see the module docstring), in one fused pass."""
-    size = _ef_inputs(grad, residual)
+    size = _checks.grad_and_residual(grad, residual)
     seed, step = _seed_step(seed, step)
     if _backend.is_torch(grad):
         codes = _natural_ef_op(grad, residual, _torch_ops.to_int64(seed), _torch_ops.to_int64(step))

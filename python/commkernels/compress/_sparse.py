@@ -135,16 +135,7 @@ def ef_topk_(grad, residual, k: int) -> SparseMsg:
     grad: float32, float64, float16 or bfloat16. residual: float32, or grad's dtype; same number of
     elements, framework and device as grad; contiguous. k: 0 <= k <= number of elements.
     """
-    _checks.float_array(grad, "grad")
-    _checks.float_array(residual, "residual")
-    _checks.writable(residual, "residual")
-    _checks.same_place(grad, residual, "grad", "residual")
-    size = _checks.integer(_backend.numel(grad), "grad.size", 0, _MAX_SIZE)
-    if _backend.numel(residual) != size:
-        raise ValueError(f"residual: expected {size} elements like grad, got {_backend.numel(residual)}")
-    gdt, rdt = _backend.dtype_name(grad), _backend.dtype_name(residual)
-    if rdt != gdt and (rdt != "float32" or gdt == "float64"):
-        raise TypeError(f"residual: expected float32 or grad's dtype {gdt}, got {rdt}")
+    size = _checks.grad_and_residual(grad, residual)
     k = _checks.integer(k, "k", 0, size)
     op = _ef_topk_op if _backend.is_torch(grad) else _ef_topk_kernel
     values, indices = op(grad, residual, k)
