@@ -76,20 +76,23 @@ def _topk_fake(x, k):
     return x.new_empty(k), x.new_empty(k, dtype=_torch_ops.torch.int32)
 
 
-def _topk_setup(ctx, inputs, output):
+# Autograd of ops whose values are x's entries at their indices (topk, threshold): the gradient flows back
+# to those entries of x.
+def _gather_setup(ctx, inputs, output):
     ctx.shape = inputs[0].shape
+    ctx.num_inputs = len(inputs)
     ctx.save_for_backward(output[1])
 
 
-def _topk_backward(ctx, grad_values, grad_indices):
+def _gather_backward(ctx, grad_values, grad_indices):
     (indices,) = ctx.saved_tensors
     grad = grad_values.new_zeros(ctx.shape.numel())
     grad[indices] = grad_values
-    return grad.reshape(ctx.shape), None
+    return (grad.reshape(ctx.shape),) + (None,) * (ctx.num_inputs - 1)
 
 
 _topk_op = _torch_ops.define("topk", "(Tensor x, int k) -> (Tensor, Tensor)", _topk_kernel, _topk_fake,
-                             backward=_topk_backward, setup_context=_topk_setup)
+                             backward=_gather_backward, setup_context=_gather_setup)
 
 
 def topk(x, k: int) -> SparseMsg:

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _checks, _torch_ops
-from ._sparse import SparseMsg, randk, topk
+from ._sparse import SparseMsg, _gather_backward, _gather_setup, randk, topk
 
 _MAX_SIZE = (1 << 31) - 1
 _MAX_UINT64 = (1 << 64) - 1
@@ -42,20 +42,8 @@ def _threshold_fake(x, v):
     return x.new_empty(n), x.new_empty(n, dtype=_torch_ops.torch.int32)
 
 
-def _threshold_setup(ctx, inputs, output):
-    ctx.shape = inputs[0].shape
-    ctx.save_for_backward(output[1])
-
-
-def _threshold_backward(ctx, grad_values, grad_indices):
-    (indices,) = ctx.saved_tensors
-    grad = grad_values.new_zeros(ctx.shape.numel())
-    grad[indices] = grad_values
-    return grad.reshape(ctx.shape), None
-
-
 _threshold_op = _torch_ops.define("threshold", "(Tensor x, float v) -> (Tensor, Tensor)", _threshold_kernel,
-                                  _threshold_fake, backward=_threshold_backward, setup_context=_threshold_setup)
+                                  _threshold_fake, backward=_gather_backward, setup_context=_gather_setup)
 
 
 def threshold(x, v: float) -> SparseMsg:
