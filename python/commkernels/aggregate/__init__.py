@@ -10,7 +10,8 @@ rule checks n against f and names the violated bound.
 
 from __future__ import annotations
 
+from ._coord import meamed, median, phocas, trimmed_mean
 from ._inputs import Updates, updates
 from ._mean import mean
 
-__all__ = ["mean", "updates", "Updates"]
+__all__ = ["mean", "median", "trimmed_mean", "meamed", "phocas", "updates", "Updates"]
