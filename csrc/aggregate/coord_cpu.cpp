@@ -75,6 +75,16 @@ struct Tile {
   static constexpr int W = kTileBytes / int(sizeof(K));
 };
 
+// One comparator on W lanes: a <- min(a, b), b <- max(a, b). Distinct rows (restrict: no aliasing check).
+template <class K, int W>
+__attribute__((always_inline)) inline void compare_rows(K* __restrict a, K* __restrict b) {
+  for (int l = 0; l < W; ++l) {
+    const K x = a[l], y = b[l];
+    a[l] = x < y ? x : y;
+    b[l] = x < y ? y : x;
+  }
+}
+
 // The reductions read the ordered tile: row p holds the p-th smallest value of each of the W columns.
 template <class T>
 __attribute__((always_inline)) inline void reduce_tile(const order_key_t<T>* __restrict tile, int n, const CoordArgs& args,
@@ -127,7 +137,7 @@ __attribute__((always_inline)) inline void reduce_tile(const order_key_t<T>* __r
   for (int l = 0; l < W; ++l) acc[l] = A(0);
   for (int p = 0; p < n; ++p) {
     const K* row = tile + p * W;
-    for (int l = 0; l < W; ++l) acc[l] += (p >= s[l] && p < s[l] + n - f) ? key_value<T>(row[l]) : A(0);
+    for (int l = 0; l < W; ++l) acc[l] += (p >= s[l]) & (p < s[l] + n - f) ? key_value<T>(row[l]) : A(0);
   }
   for (int l = 0; l < w; ++l) out[l] = from_acc<T>(acc[l] / A(n - f));
 }
@@ -154,15 +164,7 @@ __attribute__((always_inline)) inline void coord_range(const RowView<T> X, const
       }
     }
     if (net) {
-      for (int64_t c = 0; c < comparators; ++c) {
-        K* __restrict a = tile + net[c].a * W;
-        K* __restrict b = tile + net[c].b * W;
-        for (int l = 0; l < W; ++l) {
-          const K x = a[l], y = b[l];
-          a[l] = x < y ? x : y;
-          b[l] = x < y ? y : x;
-        }
-      }
+      for (int64_t c = 0; c < comparators; ++c) compare_rows<K, W>(tile + net[c].a * W, tile + net[c].b * W);
     } else {
       column.resize(size_t(n));
       for (int l = 0; l < w; ++l) {
