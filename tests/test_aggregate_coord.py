@@ -430,3 +430,17 @@ def test_jax():
     assert isinstance(got, jax.Array)
     np.testing.assert_array_equal(np.asarray(got), agg.trimmed_mean(X, 2))
     np.testing.assert_array_equal(np.asarray(agg.median([jax.numpy.asarray(r) for r in X])), agg.median(X))
+
+
+def test_byzfl_parity():
+    from commkernels.bench.aggregate_coord import byzfl_aggregators
+
+    byzfl = byzfl_aggregators()
+    if byzfl is None:
+        pytest.skip("ByzFL is not installed")
+    for n in (9, 10):  # ByzFL computes in float32
+        X = torch.randn(n, 501, generator=torch.Generator().manual_seed(n))
+        atol = n * 2.0**-24 * float(X.abs().max())  # two float32 sums of at most n terms, in any order
+        torch.testing.assert_close(agg.median(X), byzfl.Median()(X), rtol=0, atol=2.0**-24 * float(X.abs().max()))
+        torch.testing.assert_close(agg.trimmed_mean(X, 3), byzfl.TrMean(f=3)(X), rtol=0, atol=atol)
+        torch.testing.assert_close(agg.meamed(X, 3), byzfl.Meamed(f=3)(X), rtol=0, atol=atol)
