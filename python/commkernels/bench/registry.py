@@ -13,6 +13,7 @@ import importlib
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
 }
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:
