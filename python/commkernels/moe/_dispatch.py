@@ -171,13 +171,22 @@ def _pair_dots_fake(a, b, row_of, src_of, dtype):
     return a.new_empty(tuple(row_of.shape), dtype=dtype)
 
 
+def _move_setup(ctx, inputs, output):
+    ctx.save_for_backward(*(a for a in inputs if not isinstance(a, _torch_ops.torch.dtype)))
+
+
+# pair_dots: d[t, j] = dot(a[t], b[row_of[t, j]]).  da = combine(b, g);  db = permute(a, g)
+def _pair_dots_backward(ctx, grad):
+    a, b, row_of, src_of = ctx.saved_tensors
+    grad = grad.contiguous()
+    ga = _combine_op(b, row_of, src_of, grad) if ctx.needs_input_grad[0] else None
+    gb = _permute_op(a, src_of, row_of, grad) if ctx.needs_input_grad[1] else None
+    return ga, gb, None, None, None
+
+
 _pair_dots_op = _torch_ops.define(
     "moe_pair_dots", "(Tensor a, Tensor b, Tensor row_of, Tensor src_of, ScalarType dtype) -> Tensor",
-    _pair_dots_kernel, _pair_dots_fake)
-
-
-def _move_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    _pair_dots_kernel, _pair_dots_fake, backward=_pair_dots_backward, setup_context=_move_setup)
 
 
 # permute: out[r] = w[s] x[s // k] (s = src_of[r]).  dx = combine(g, w);  dw[t, j] = dot(x[t], g[row_of[t, j]])
