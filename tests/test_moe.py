@@ -469,3 +469,30 @@ def test_empty():
     y = moe.permute(np.zeros((0, 3), np.float32), p)
     assert y.shape == (15, 3) and (y == 0).all()
     assert moe.combine(y, p).shape == (0, 3)
+
+
+def test_out_arguments():
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, 5, (30, 2)).astype(np.int32)
+    w = rng.random((30, 2)).astype(np.float32)
+    for framework in ("numpy", "torch"):
+        x = make(rng.standard_normal((30, 17)), "float32", framework)
+        ids_f, w_f = (ids, w) if framework == "numpy" else (torch.from_numpy(ids), torch.from_numpy(w))
+        p = moe.plan(ids_f, 5, capacity=10, align=4)
+        buf = make(np.full((p.rows, 17), 7.0), "float32", framework)  # stale contents are overwritten
+        assert moe.permute(x, p, out=buf) is buf
+        np.testing.assert_array_equal(np_(buf), np_(moe.permute(x, p)))
+        back = make(np.full((30, 17), 7.0), "float32", framework)
+        assert moe.combine(buf, p, w_f, out=back) is back
+        np.testing.assert_array_equal(np_(back), np_(moe.combine(buf, p, w_f)))
+        with pytest.raises(ValueError, match="out"):
+            moe.permute(x, p, out=make(np.zeros((p.rows + 1, 17)), "float32", framework))
+        with pytest.raises(TypeError, match="out"):
+            moe.combine(buf, p, out=make(np.zeros((30, 17)), "float64", framework))
+    xt = torch.randn(30, 17, requires_grad=True)
+    with pytest.raises(ValueError, match="out"):
+        moe.permute(xt, p, out=torch.empty(p.rows, 17))
+    with torch.no_grad():
+        moe.permute(xt, p, out=torch.empty(p.rows, 17))
+    torch.library.opcheck(torch.ops.commkernels.moe_permute_out.default,
+                          (xt.detach(), p.src_of, p.row_of, None, torch.empty(p.rows, 17)))

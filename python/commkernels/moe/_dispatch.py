@@ -217,6 +217,42 @@ _combine_op = _torch_ops.define("moe_combine", "(Tensor y, Tensor row_of, Tensor
                                 _combine_kernel, _combine_fake, backward=_combine_backward, setup_context=_move_setup)
 
 
+def _permute_out_kernel(x, src_of, row_of, weights, out):
+    tokens, k, rows, hidden = _sizes(row_of, src_of, x.shape[1])
+    _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x))
+
+
+def _combine_out_kernel(y, row_of, src_of, weights, out):
+    tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
+    _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y))
+
+
+def _no_fake(*args):
+    return None
+
+
+_permute_out_op = _torch_ops.define(
+    "moe_permute_out", "(Tensor x, Tensor src_of, Tensor row_of, Tensor? weights, Tensor(a!) out) -> ()",
+    _permute_out_kernel, _no_fake, mutates_args=("out",))
+_combine_out_op = _torch_ops.define(
+    "moe_combine_out", "(Tensor y, Tensor row_of, Tensor src_of, Tensor? weights, Tensor(a!) out) -> ()",
+    _combine_out_kernel, _no_fake, mutates_args=("out",))
+
+
+def _check_out(out, like, shape, name: str, differentiable) -> None:
+    _checks.same_place(like, out, name, "out")
+    _checks.contiguous(out, "out")
+    _checks.writable(out, "out")
+    if _backend.dtype_name(out) != _backend.dtype_name(like):
+        raise TypeError(f"out: expected dtype {_backend.dtype_name(like)} like {name}, got {_backend.dtype_name(out)}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out: expected shape {shape}, got {tuple(out.shape)}")
+    torch = _torch_ops.torch
+    if _backend.is_torch(out) and torch.is_grad_enabled() and any(
+            a is not None and a.requires_grad for a in differentiable):
+        raise ValueError("out: not supported while autograd records (the inputs require grad); leave out=None")
+
+
 def _check_plan(p, like, name: str):
     if not isinstance(p, Plan):
         raise TypeError(f"plan: expected a commkernels.moe.Plan, got {type(p).__name__}")
@@ -236,13 +272,15 @@ def _check_weights(weights, like, p: Plan, name: str):
     return weights
 
 
-def permute(x, plan: Plan, weights=None):
+def permute(x, plan: Plan, weights=None, out=None):
     """Rows in expert order: out [rows, h], out[r] = x[plan.src_of[r] // k] (times weights[t, j] of that pair
     when ``weights`` is given); padding rows are zero. Gather-based (each output row written once, no
     atomics). Differentiable for torch tensors: the gradient of x is combine(grad, plan, weights).
 
     x: [T, h] float32, float64, float16 or bfloat16, contiguous, T = plan.num_tokens. weights: optional
-    [T, k] float32 or float64.
+    [T, k] float32 or float64. out: optional [rows, h] array of x's dtype to write into and return (reuse it
+    step after step: a fresh large buffer costs more in page faults than the copy; not while autograd
+    records).
     """
     _checks.float_array(x, "x")
     _check_plan(plan, x, "x")
@@ -250,17 +288,22 @@ def permute(x, plan: Plan, weights=None):
         raise ValueError(f"x: expected shape [{plan.num_tokens}, h] (T of the plan), got {tuple(x.shape)}")
     weights = _check_weights(weights, x, plan, "x")
     args = (x, plan.src_of, plan.row_of, weights)
+    if out is not None:
+        _check_out(out, x, (plan.rows, x.shape[1]), "x", (x, weights))
+        (_permute_out_op if _backend.is_torch(x) else _permute_out_kernel)(*args, out)
+        return out
     return _permute_op(*args) if _backend.is_torch(x) else _permute_kernel(*args)
 
 
-def combine(y, plan: Plan, weights=None):
+def combine(y, plan: Plan, weights=None, out=None):
     """Tokens back from expert rows: out [T, h], out[t] = sum over the kept slots j of weights[t, j] *
     y[plan.row_of[t, j]] (unit weights when None), accumulated in float32 (float64 for float64) in slot
     order; a token whose slots were all dropped gets zeros. Gather-based, deterministic, no atomics.
     Differentiable for torch tensors w.r.t. y (a weighted permute) and weights (row dot products).
 
     y: [rows, h] float32, float64, float16 or bfloat16, contiguous, rows = plan.rows. weights: [T, k]
-    float32 or float64 (e.g. route's weights), or None.
+    float32 or float64 (e.g. route's weights), or None. out: optional [T, h] array of y's dtype to write
+    into and return (as permute's; not while autograd records).
     """
     _checks.float_array(y, "y")
     _check_plan(plan, y, "y")
@@ -268,4 +311,8 @@ def combine(y, plan: Plan, weights=None):
         raise ValueError(f"y: expected shape [{plan.rows}, h] (the plan's rows), got {tuple(y.shape)}")
     weights = _check_weights(weights, y, plan, "y")
     args = (y, plan.row_of, plan.src_of, weights)
+    if out is not None:
+        _check_out(out, y, (plan.num_tokens, y.shape[1]), "y", (y, weights))
+        (_combine_out_op if _backend.is_torch(y) else _combine_out_kernel)(*args, out)
+        return out
     return _combine_op(*args) if _backend.is_torch(y) else _combine_kernel(*args)
