@@ -496,3 +496,19 @@ def test_out_arguments():
         moe.permute(xt, p, out=torch.empty(p.rows, 17))
     torch.library.opcheck(torch.ops.commkernels.moe_permute_out.default,
                           (xt.detach(), p.src_of, p.row_of, None, torch.empty(p.rows, 17)))
+
+
+def test_bench_cases_run():
+    from commkernels.bench import moe as bench_moe
+
+    cases = bench_moe.cases("cpu", quick=True, sizes=[16])
+    kernels = {c.kernel for c in cases}
+    assert kernels == {"route", "plan", "permute", "permute.backward", "combine", "combine.backward"}
+    assert len([c for c in cases if c.kernel == "route"]) == 16
+    for case in cases:
+        if case.kernel in ("route", "plan") and case.params["T"] != 512:
+            continue
+        prepared = case.prepare()
+        prepared.ours()
+        for fn in prepared.baselines.values():
+            fn()

@@ -25,7 +25,7 @@ struct PlanParams {
   bool by_score = false;  // drop policy "score" (needs weights) rather than "position"
   int64_t align = 1;
   CK_HD int64_t region() const { return (capacity + align - 1) / align * align; }
-  int64_t rows() const {
+  CK_HD int64_t rows() const {
     if (capacity >= 0) return experts * region();
     return tokens * k + (align > 1 ? experts * (align - 1) : 0);
   }
