@@ -22,6 +22,9 @@ class Plan(NamedTuple):
     rows is known on the host without reading anything back: E * round_up(capacity, align) with a capacity
     (expert e owns rows [e*Cp, (e+1)*Cp)); else T*k when align = 1 (no padding), or the upper bound
     T*k + E*(align - 1) when align > 1, the rows from offsets[E] on being padding.
+
+    With align = block_size and no capacity, (src_of, block_expert, offsets[E]) are vLLM's
+    moe_align_block_size outputs (sorted_token_ids with sentinel T*k, expert_ids, num_tokens_post_padded).
     """
 
     counts: Any
