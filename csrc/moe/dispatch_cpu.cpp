@@ -21,7 +21,9 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
                int32_t* row_of, int32_t* src_of, int32_t* block_expert) {
   const int64_t pairs = p.tokens * p.k, E = p.experts, rows = p.rows();
   const int32_t sentinel = int32_t(pairs);
-  const int chunks = chunk_count(pairs, 1 << 14);
+  // Parallel only with enough pairs: waking threads costs more than a small plan (milliseconds on a busy
+  // machine); the result is the same either way.
+  const int chunks = chunk_count(pairs, 1 << 15);
   std::vector<int64_t> hist(size_t(chunks) * size_t(E), 0);
   std::vector<char> bad(size_t(chunks), 0);
   parallel_chunks(pairs, chunks, [&](int c, int64_t begin, int64_t end) {
@@ -58,7 +60,7 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
     const int64_t routed = start[size_t(e) + 1] - start[size_t(e)];
     offsets[e + 1] = p.capacity >= 0 ? (e + 1) * p.region() : offsets[e] + (routed + p.align - 1) / p.align * p.align;
   }
-  parallel_for(E, 1, [&](int64_t e0, int64_t e1) {
+  parallel_for(E, pairs < (1 << 15) ? E : 1, [&](int64_t e0, int64_t e1) {
     std::vector<std::pair<double, int32_t>> cand;
     for (int64_t e = e0; e < e1; ++e) {
       const int32_t* list = sorted.data() + start[size_t(e)];
@@ -123,29 +125,88 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
 
 #define CK_ALWAYS_INLINE inline __attribute__((always_inline))
 
+// Outputs larger than this are written with non-temporal (streaming) stores: they bypass the caches, so a
+// written line is not first read for ownership (a third of the traffic of a copy) and does not evict the
+// inputs. Smaller outputs stay in the cache for whoever reads them next.
+constexpr int64_t kStreamBytes = int64_t(8) << 20;
+
+// dst[0, n) <- src[0, n), streaming the 16-byte-aligned body of dst (SSE2: every x86-64).
+CK_ALWAYS_INLINE void copy_bytes(void* dst_, const void* src_, size_t n, bool stream) {
+#if defined(__SSE2__)
+  if (stream) {
+    char* dst = static_cast<char*>(dst_);
+    const char* src = static_cast<const char*>(src_);
+    size_t head = (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16;
+    if (head > n) head = n;
+    std::memcpy(dst, src, head);
+    dst += head, src += head, n -= head;
+    const size_t body = n & ~size_t(15);
+    for (size_t i = 0; i < body; i += 16)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    std::memcpy(dst + body, src + body, n - body);
+    return;
+  }
+#endif
+  (void)stream;
+  std::memcpy(dst_, src_, n);
+}
+
+CK_ALWAYS_INLINE void zero_bytes(void* dst_, size_t n, bool stream) {
+#if defined(__SSE2__)
+  if (stream) {
+    char* dst = static_cast<char*>(dst_);
+    size_t head = (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16;
+    if (head > n) head = n;
+    std::memset(dst, 0, head);
+    dst += head, n -= head;
+    const size_t body = n & ~size_t(15);
+    for (size_t i = 0; i < body; i += 16) _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), _mm_setzero_si128());
+    std::memset(dst + body, 0, n - body);
+    return;
+  }
+#endif
+  (void)stream;
+  std::memset(dst_, 0, n);
+}
+
+// Orders this thread's streaming stores before whatever follows the parallel region.
+CK_ALWAYS_INLINE void stream_fence(bool stream) {
+#if defined(__SSE2__)
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
+}
+
 template <class X, class W>
-CK_ALWAYS_INLINE void scale_row(const X* __restrict__ x, acc_t<X> w, X* __restrict__ out, int64_t h) {
-  for (int64_t i = 0; i < h; ++i) out[i] = from_acc<X>(acc_t<X>(to_acc(x[i])) * w);
+CK_ALWAYS_INLINE void scale_row(const X* __restrict__ x, acc_t<X> w, X* __restrict__ out, int64_t h, bool stream) {
+  alignas(64) X tile[kTile];
+  for (int64_t i0 = 0; i0 < h; i0 += kTile) {
+    const int64_t n = std::min(kTile, h - i0);
+    for (int64_t i = 0; i < n; ++i) tile[i] = from_acc<X>(acc_t<X>(to_acc(x[i0 + i])) * w);
+    copy_bytes(out + i0, tile, size_t(n) * sizeof(X), stream);
+  }
 }
 
 template <class X, class W>
 CK_ALWAYS_INLINE void permute_rows(const X* x, const int32_t* src_of, const W* weights, const MoveParams& p, X* out,
                                    int64_t r0, int64_t r1, char* bad) {
   const int64_t h = p.hidden, pairs = p.tokens * p.k;
+  const bool stream = p.rows * h * int64_t(sizeof(X)) >= kStreamBytes;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t s = src_of[r];
     X* o = out + r * h;
     if (s == pairs) {
-      std::memset(static_cast<void*>(o), 0, size_t(h) * sizeof(X));
+      zero_bytes(o, size_t(h) * sizeof(X), stream);
     } else if (s < 0 || s > pairs) {
       *bad = 1;
-      return;
+      break;
     } else if (weights) {
-      scale_row<X, W>(x + s / p.k * h, acc_t<X>(weights[s]), o, h);
+      scale_row<X, W>(x + s / p.k * h, acc_t<X>(weights[s]), o, h, stream);
     } else {
-      std::memcpy(static_cast<void*>(o), x + s / p.k * h, size_t(h) * sizeof(X));
+      copy_bytes(o, x + s / p.k * h, size_t(h) * sizeof(X), stream);
     }
   }
+  stream_fence(stream);
 }
 
 template <class X, class W>
@@ -153,14 +214,17 @@ CK_ALWAYS_INLINE void combine_rows(const X* y, const int32_t* row_of, const W* w
                                    int64_t t0, int64_t t1, char* bad) {
   using A = acc_t<X>;
   const int64_t h = p.hidden, k = p.k;
+  const bool stream = p.tokens * h * int64_t(sizeof(X)) >= kStreamBytes;
   alignas(64) A acc[kTile];
+  alignas(64) X tile[kTile];
   for (int64_t t = t0; t < t1; ++t) {
     const int32_t* rows = row_of + t * k;
-    for (int64_t j = 0; j < k; ++j)
-      if (rows[j] < -1 || rows[j] >= p.rows) {
-        *bad = 1;
-        return;
-      }
+    bool ok = true;
+    for (int64_t j = 0; j < k; ++j) ok = ok && rows[j] >= -1 && rows[j] < p.rows;
+    if (!ok) {
+      *bad = 1;
+      break;
+    }
     for (int64_t i0 = 0; i0 < h; i0 += kTile) {
       const int64_t n = std::min(kTile, h - i0);
       for (int64_t i = 0; i < n; ++i) acc[i] = A(0);
@@ -174,10 +238,11 @@ CK_ALWAYS_INLINE void combine_rows(const X* y, const int32_t* row_of, const W* w
           for (int64_t i = 0; i < n; ++i) acc[i] += A(to_acc(src[i]));
         }
       }
-      X* __restrict__ o = out + t * h + i0;
-      for (int64_t i = 0; i < n; ++i) o[i] = from_acc<X>(acc[i]);
+      for (int64_t i = 0; i < n; ++i) tile[i] = from_acc<X>(acc[i]);
+      copy_bytes(out + t * h + i0, tile, size_t(n) * sizeof(X), stream);
     }
   }
+  stream_fence(stream);
 }
 
 // dot(a, b) with 16 independent partial sums (vectorisable without reassociation), combined in a fixed order.

@@ -121,7 +121,8 @@ void moe_route(const Array& logits, const RouteParams& p, const Array& bias, con
     const A* b = p.has_bias ? static_cast<const A*>(bias.data) : nullptr;
     A* w = static_cast<A*>(weights.data);
     int32_t* out = static_cast<int32_t*>(ids.data);
-    const int64_t grain = std::max<int64_t>(1, 16384 / p.experts);
+    // rows per task: at least 64K logits, so small routings do not pay for waking threads
+    const int64_t grain = std::max<int64_t>(1, 65536 / p.experts);
     parallel_for(p.tokens, grain, [&](int64_t begin, int64_t end) {
       RowScratch<T, A> scratch(p);
       for (int64_t t = begin; t < end; ++t) route_row(l + t * p.experts, b, p, scratch, w + t * p.k, out + t * p.k);

@@ -7,7 +7,8 @@ permute / combine: T = 8192 (2048 with --quick), E = 64, k = 8, h in {1024, 4096
 Forward: ours writes into a reused ``out=`` buffer (the documented way to call it step after step); the
 baselines are index_select (Megatron-Core's permute, given the sorted index) both fresh and into a reused
 buffer, and index_add_ of the weighted rows (Megatron-Core's unpermute) both fresh and into a reused
-buffer. Backward: torch autograd on both sides (fresh gradients everywhere), ours through the custom ops.
+buffer. Backward: torch autograd on both sides (fresh gradients everywhere), ours through the custom ops;
+the forward passes run untimed before each call, only .backward() is timed.
 Floors: permute / combine move (k + 1) h bytes per token; combine's backward (2k + 1) h (grad_y written,
 y and grad read for the weight gradient).
 """
@@ -76,16 +77,16 @@ def _permute(t: int, h: int, dtype: str, device: str, backward: bool) -> Prepare
     if backward:  # d permute = combine without weights; Megatron-Core's backward is an index_add_
         grad = torch.randn(p.rows, h, generator=_gen(device, 3), device=device).to(x.dtype)
         xg = x.clone().requires_grad_()
+        graphs = {}
 
-        def ours_backward():
-            moe.permute(xg, p).backward(grad)
+        def forward():  # untimed: only the backward passes are timed
             xg.grad = None
+            graphs["ours"] = moe.permute(xg, p)
+            graphs["torch"] = xg.index_select(0, token_of_row)
 
-        def torch_backward():
-            xg.index_select(0, token_of_row).backward(grad)
-            xg.grad = None
-
-        return Prepared(ours=ours_backward, baselines={"torch index_select backward (index_add_)": torch_backward})
+        return Prepared(ours=lambda: graphs["ours"].backward(grad),
+                        baselines={"torch index_select backward (index_add_)": lambda: graphs["torch"].backward(grad)},
+                        reset=forward)
     out = torch.empty(p.rows, h, dtype=x.dtype, device=device)
     reused = torch.empty_like(out)
 
@@ -100,19 +101,17 @@ def _combine(t: int, h: int, dtype: str, device: str, backward: bool) -> Prepare
     if backward:
         grad = torch.randn(t, h, generator=_gen(device, 4), device=device).to(x.dtype)
         yg, wg = y.clone().requires_grad_(), weights.clone().requires_grad_()
+        graphs = {}
 
-        def ours_backward():
-            moe.combine(yg, p, wg).backward(grad)
+        def forward():  # untimed: only the backward passes are timed
             yg.grad = wg.grad = None
+            graphs["ours"] = moe.combine(yg, p, wg)
+            # Megatron-Core's unpermute: weight the sorted rows, index_add_ them back
+            sw = wg.reshape(-1)[order].unsqueeze(1).to(yg.dtype)
+            graphs["torch"] = torch.zeros(t, h, dtype=yg.dtype, device=device).index_add_(0, token_of_row, yg * sw)
 
-        def torch_backward():  # Megatron-Core's unpermute: weight the sorted rows, index_add_ them back
-            sw = wg.reshape(-1)[order]
-            out = torch.zeros(t, h, dtype=yg.dtype, device=device).index_add_(0, token_of_row,
-                                                                              yg * sw.unsqueeze(1).to(yg.dtype))
-            out.backward(grad)
-            yg.grad = wg.grad = None
-
-        return Prepared(ours=ours_backward, baselines={"torch index_add_ backward": torch_backward})
+        return Prepared(ours=lambda: graphs["ours"].backward(grad),
+                        baselines={"torch index_add_ backward": lambda: graphs["torch"].backward(grad)}, reset=forward)
     out = torch.empty(t, h, dtype=x.dtype, device=device)
     reused = torch.empty_like(out)
     sw = sorted_weights.unsqueeze(1).to(y.dtype)
