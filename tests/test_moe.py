@@ -296,6 +296,18 @@ def test_gradcheck_permute_combine():
             lambda a, b: moe.combine(moe.permute(a, p) * 2, p, moe.route(b, 3)[0]), (x, torch.randn(9, 7, dtype=torch.float64, requires_grad=True)))
 
 
+def test_gradcheck_pair_dots():  # the weight gradients' op is differentiable too (double backward)
+    ids = torch.randint(0, 4, (7, 2))
+    p = moe.plan(ids, 4, capacity=3, align=2)
+    a = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(p.rows, 5, dtype=torch.float64, requires_grad=True)
+    dots = torch.ops.commkernels.moe_pair_dots.default
+    assert torch.autograd.gradcheck(lambda u, v: dots(u, v, p.row_of, p.src_of, torch.float64), (a, b))
+    w = torch.rand(7, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(p.rows, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda u, v: moe.combine(u, p, v), (y, w))
+
+
 def test_bfloat16_grads_flow():
     ids = torch.randint(0, 4, (10, 2))
     p = moe.plan(ids, 4)

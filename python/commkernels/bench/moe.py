@@ -4,10 +4,11 @@ route: logits [T, E] float32, T in {512, 8192}, E in {8, 64, 256, 384}, k in {2,
 topk + renormalise (vLLM's / Megatron-Core's eager path). plan: the ids of that routing; baseline a stable
 argsort of the flat ids + bincount + the inverse permutation (what Megatron-Core's permute computes).
 permute / combine: T = 8192 (2048 with --quick), E = 64, k = 8, h in {1024, 4096}, float32 and bfloat16.
-Forward: ours writes into a reused ``out=`` buffer (the documented way to call it step after step); the
-baselines are index_select (Megatron-Core's permute, given the sorted index) both fresh and into a reused
-buffer, and index_add_ of the weighted rows (Megatron-Core's unpermute) both fresh and into a reused
-buffer. Backward: torch autograd on both sides (fresh gradients everywhere), ours through the custom ops;
+Forward: ours writes into a reused ``out=`` buffer (the documented way to call it step after step). The
+permute baselines: the spec's composite (a stable argsort, then index_select), and index_select given the
+sorted index (Megatron-Core's permute), fresh and into a reused buffer. The combine baselines: index_add_
+of the weighted rows (Megatron-Core's unpermute), fresh and into a reused buffer.
+Backward: torch autograd on both sides (fresh gradients everywhere), ours through the custom ops;
 the forward passes run untimed before each call, only .backward() is timed.
 Floors: permute / combine move (k + 1) h bytes per token; combine's backward (2k + 1) h (grad_y written,
 y and grad read for the weight gradient).
@@ -90,8 +91,14 @@ def _permute(t: int, h: int, dtype: str, device: str, backward: bool) -> Prepare
     out = torch.empty(p.rows, h, dtype=x.dtype, device=device)
     reused = torch.empty_like(out)
 
+    flat_ids = moe.route(_logits(t, MOVE_E, device), MOVE_K)[1].reshape(-1)
+
+    def argsort_index_select():  # the spec's composite: the plan (a stable argsort) and the gather
+        return x.index_select(0, torch.argsort(flat_ids, stable=True) // MOVE_K)
+
     return Prepared(ours=lambda: moe.permute(x, p, out=out),
-                    baselines={"torch index_select (fresh)": lambda: x.index_select(0, token_of_row),
+                    baselines={"torch argsort + index_select": argsort_index_select,
+                               "torch index_select (fresh)": lambda: x.index_select(0, token_of_row),
                                "torch index_select (out=)": lambda: torch.index_select(x, 0, token_of_row, out=reused)})
 
 
