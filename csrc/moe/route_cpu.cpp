@@ -25,20 +25,38 @@ inline int64_t insert_best(A* keys, int32_t* ids, int64_t n, int64_t k, A key, i
   return n < k ? n + 1 : n;
 }
 
+// Above this k the insertion (O(E k) in the worst case) gives way to a partial sort of the candidates.
+constexpr int64_t kInsertionMaxK = 32;
+
 template <class T, class A>
 struct RowScratch {
   std::vector<A> key, score, group_key, best_key;
-  std::vector<int32_t> group_id, best_id;
+  std::vector<int32_t> group_id, best_id, order;
   std::vector<char> allowed;
   explicit RowScratch(const RouteParams& p)
-      : key(p.by_logit() ? 0 : size_t(p.experts)),
+      : key(p.by_logit() && p.k <= kInsertionMaxK ? 0 : size_t(p.experts)),
         score(p.by_logit() ? 0 : size_t(p.experts)),
         group_key(size_t(std::max<int64_t>(p.n_group, 1))),
         best_key(size_t(std::max(p.k, p.topk_group))),
         group_id(size_t(std::max<int64_t>(p.n_group, 1))),
         best_id(size_t(std::max(p.k, p.topk_group))),
-        allowed(size_t(std::max<int64_t>(p.n_group, 1)), 1) {}
+        allowed(size_t(std::max<int64_t>(p.n_group, 1)), 1) {
+    if (p.k > kInsertionMaxK) order.reserve(size_t(p.experts));
+  }
 };
+
+// The k best of the candidates (ids ascending in s.order) by key, best first, ties to the lower id.
+template <class T, class A>
+void partial_sort_best(RowScratch<T, A>& s, const A* key, int64_t k) {
+  auto before = [key](int32_t a, int32_t b) {
+    return key_greater(key[a], key[b]) || (!key_greater(key[b], key[a]) && a < b);
+  };
+  std::partial_sort(s.order.begin(), s.order.begin() + k, s.order.end(), before);
+  for (int64_t j = 0; j < k; ++j) {
+    s.best_id[size_t(j)] = s.order[size_t(j)];
+    s.best_key[size_t(j)] = key[s.order[size_t(j)]];
+  }
+}
 
 template <class T, class A>
 void route_row(const T* l, const A* bias, const RouteParams& p, RowScratch<T, A>& s, A* w, int32_t* ids) {
@@ -52,7 +70,15 @@ void route_row(const T* l, const A* bias, const RouteParams& p, RowScratch<T, A>
     for (int64_t e = 0; e < E; ++e) z += moe_exp(A(to_acc(l[e])) - m);
   }
   int64_t n = 0;
-  if (p.by_logit()) {
+  const bool insertion = k <= kInsertionMaxK;
+  if (p.by_logit() && !insertion) {
+    s.order.clear();
+    for (int64_t e = 0; e < E; ++e) {
+      s.key[size_t(e)] = to_acc(l[e]);
+      s.order.push_back(int32_t(e));
+    }
+    partial_sort_best(s, s.key.data(), k);
+  } else if (p.by_logit()) {
     for (int64_t e = 0; e < E; ++e) n = insert_best(best_key, best_id, n, k, A(to_acc(l[e])), int32_t(e));
   } else {
     for (int64_t e = 0; e < E; ++e) {
@@ -78,10 +104,19 @@ void route_row(const T* l, const A* bias, const RouteParams& p, RowScratch<T, A>
       }
       std::fill(s.allowed.begin(), s.allowed.end(), 0);
       for (int64_t j = 0; j < p.topk_group; ++j) s.allowed[size_t(s.group_id[size_t(j)])] = 1;
+      if (!insertion) s.order.clear();
       for (int64_t g = 0; g < p.n_group; ++g) {
         if (!s.allowed[size_t(g)]) continue;
-        for (int64_t e = g * size; e < (g + 1) * size; ++e) n = insert_best(best_key, best_id, n, k, key[e], int32_t(e));
+        for (int64_t e = g * size; e < (g + 1) * size; ++e) {
+          if (insertion) n = insert_best(best_key, best_id, n, k, key[e], int32_t(e));
+          else s.order.push_back(int32_t(e));
+        }
       }
+      if (!insertion) partial_sort_best(s, key, k);
+    } else if (!insertion) {
+      s.order.clear();
+      for (int64_t e = 0; e < E; ++e) s.order.push_back(int32_t(e));
+      partial_sort_best(s, key, k);
     } else {
       for (int64_t e = 0; e < E; ++e) n = insert_best(best_key, best_id, n, k, key[e], int32_t(e));
     }
