@@ -123,8 +123,9 @@ def route(logits, k: int, score: str = "softmax", order: str = "pre", renormaliz
       ``renormalize`` (softmax: exactly the softmax of the chosen logits; sigmoid-type: divided by the sum
       + 1e-20, as Megatron-Core), then times ``scale``. Order "post" is always normalised.
 
-    One pass over each row (the k best kept in registers, no sort); OpenMP over rows on the CPU, a warp per
-    row on the GPU. Differentiable w.r.t. logits for torch tensors (bias is a buffer, not differentiated).
+    One pass over each row, no sort of the row: on the CPU (OpenMP over rows) the k best are kept in a
+    small sorted array (a partial sort of the candidates when k > 32); on the GPU a warp per row takes k
+    rounds of a warp-wide argmax. Differentiable w.r.t. logits for torch tensors (bias is a buffer, not differentiated).
 
     logits: [T, E] float32, float64, float16 or bfloat16, contiguous; any E >= 1 (no power-of-two limit).
     k: 1 <= k <= E (and k <= topk_group * E / n_group with groups). bias: [E] float array, same framework and
