@@ -93,8 +93,9 @@ def plan(ids, num_experts: int, capacity: int | None = None, drop_policy: str = 
 
     capacity: None (no drops) or the most pairs an expert keeps. drop_policy: "position" (the earliest
     pairs win, as Megatron-Core / Switch) or "score" (the pairs of largest ``weights`` win, ties to the
-    earlier pair; needs weights [T, k] float32/float64, e.g. route's). align: pad each expert's rows to a
-    multiple of align (grouped GEMM blocks, vLLM's moe_align_block_size); block_expert is then filled.
+    earlier pair, NaN counting as the largest; needs weights [T, k] float32/float64, e.g. route's).
+    align: pad each expert's rows to a multiple of align (grouped GEMM blocks, vLLM's
+    moe_align_block_size); block_expert is then filled.
 
     No host synchronisation: the output sizes depend only on T, k, E, capacity and align. ids: [T, k]
     int32 or int64, contiguous, in [0, num_experts): out-of-range ids raise ValueError on the CPU; on the
