@@ -322,6 +322,8 @@ def test_deterministic_whatever_the_thread_count():
     rng = np.random.default_rng(5)
     logits = rng.standard_normal((3000, 64)).astype(np.float32)
     x = rng.standard_normal((3000, 300)).astype(np.float32)
+    big_ids = rng.integers(0, 100, (100_000, 3)).astype(np.int32)
+    big_w = (rng.integers(0, 8, (100_000, 3)) / 8).astype(np.float32)  # ties in the score policy
     before, results = commkernels.get_num_threads(), []
     try:
         for threads in (1, 2, 3):
@@ -331,7 +333,10 @@ def test_deterministic_whatever_the_thread_count():
             p = moe.plan(i, 64, capacity=200, drop_policy="score", weights=w, align=8)
             y = moe.permute(x, p, w)
             out = moe.combine(y, p, w)
-            results.append(b"".join(np.asarray(a).tobytes() for a in (w, i, p.row_of, p.src_of, y, out)))
+            # a plan big enough (300K pairs) for the parallel counting sort
+            big = moe.plan(big_ids, 100, capacity=2500, drop_policy="score", weights=big_w, align=4)
+            results.append(b"".join(np.asarray(a).tobytes() for a in (w, i, p.row_of, p.src_of, y, out, big.row_of,
+                                                                      big.src_of, big.counts)))
     finally:
         commkernels.set_num_threads(before)
     assert results[0] == results[1] == results[2]

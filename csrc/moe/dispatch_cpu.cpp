@@ -21,9 +21,10 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
                int32_t* row_of, int32_t* src_of, int32_t* block_expert) {
   const int64_t pairs = p.tokens * p.k, E = p.experts, rows = p.rows();
   const int32_t sentinel = int32_t(pairs);
-  // Parallel only with enough pairs: waking threads costs more than a small plan (milliseconds on a busy
-  // machine); the result is the same either way.
-  const int chunks = chunk_count(pairs, 1 << 15);
+  // Parallel only with many pairs: a serial plan of 64K pairs takes a fraction of a millisecond, and waking
+  // threads costs microseconds on a quiet machine, milliseconds on a busy one. Same result either way.
+  constexpr int64_t kParallelPairs = int64_t(1) << 18;
+  const int chunks = chunk_count(pairs, kParallelPairs / 2);
   std::vector<int64_t> hist(size_t(chunks) * size_t(E), 0);
   std::vector<char> bad(size_t(chunks), 0);
   parallel_chunks(pairs, chunks, [&](int c, int64_t begin, int64_t end) {
@@ -60,7 +61,7 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
     const int64_t routed = start[size_t(e) + 1] - start[size_t(e)];
     offsets[e + 1] = p.capacity >= 0 ? (e + 1) * p.region() : offsets[e] + (routed + p.align - 1) / p.align * p.align;
   }
-  parallel_for(E, pairs < (1 << 15) ? E : 1, [&](int64_t e0, int64_t e1) {
+  parallel_for(E, pairs < kParallelPairs ? E : 1, [&](int64_t e0, int64_t e1) {
     std::vector<std::pair<double, int32_t>> cand;
     for (int64_t e = e0; e < e1; ++e) {
       const int32_t* list = sorted.data() + start[size_t(e)];
