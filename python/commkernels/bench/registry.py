@@ -14,6 +14,7 @@ FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
 }
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:
