@@ -1,0 +1,11 @@
+"""Mixture-of-experts routing (shared/specs/moe.md).
+
+This part: expert capacity (``capacity``), the balancing losses (``load_balancing_loss``, ``z_loss``),
+aux-loss-free bias balancing (``update_expert_bias_``) and expert-choice routing (``expert_choice``).
+Every array function takes NumPy arrays, torch tensors (through ``commkernels::<name>`` custom ops, with
+autograd where differentiable), CuPy arrays or (CPU) JAX arrays and returns the caller's framework.
+"""
+
+from ._balance import capacity
+
+__all__ = ["capacity"]
