@@ -6,6 +6,7 @@ Every array function takes NumPy arrays, torch tensors (through ``commkernels::<
 autograd where differentiable), CuPy arrays or (CPU) JAX arrays and returns the caller's framework.
 """
 
-from ._balance import capacity
+from ._balance import capacity, load_balancing_loss, update_expert_bias_, z_loss
+from ._expert_choice import ExpertChoice, expert_choice
 
-__all__ = ["capacity"]
+__all__ = ["capacity", "load_balancing_loss", "z_loss", "update_expert_bias_", "ExpertChoice", "expert_choice"]

@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from .. import _checks
+from .. import _backend, _checks, _torch_ops
 
 FORMULAS = ("megatron", "deepspeed", "tutel", "megablocks")
 
@@ -102,3 +102,197 @@ def capacity(T: int, k: int, E: int, factor, min_capacity: int = 0, align: int =
     value = _exact(T, k, E, f, formula) if exact else _anchor(T, k, E, float(factor), formula)
     value = max(min_capacity, value)
     return _ceil_div(value, align) * align
+
+
+# ---- shared checks ------------------------------------------------------------------------------------
+
+def _acc(x) -> str:
+    return "float64" if _backend.dtype_name(x) == "float64" else "float32"
+
+
+def _matrix(x, name: str) -> tuple[int, int]:
+    """A contiguous float [T, E] array with E >= 1; returns (T, E)."""
+    _checks.float_array(x, name)
+    shape = tuple(x.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D [tokens, experts] array, got shape {shape}")
+    if shape[1] < 1:
+        raise ValueError(f"{name}: expected at least one expert (column), got shape {shape}")
+    _checks.integer(shape[0] * shape[1], f"{name}.size", 0, _checks.MAX_SIZE)
+    return int(shape[0]), int(shape[1])
+
+
+def _ids_in_range(ids, E: int, name: str) -> None:
+    """Index range check where the kernel cannot raise (CUDA; skipped under torch.compile): reads two numbers
+    back from the device. The CPU kernels check as they count."""
+    if _backend.device(ids)[0] == "cpu" or _backend.is_compiling() or _backend.numel(ids) == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= E:
+        raise ValueError(f"{name}: expected expert ids in [0, {E}), got values in [{low}, {high}]")
+
+
+# ---- load-balancing loss (Switch Transformer) ---------------------------------------------------------
+
+def _lbl_kernel(probs, ids, first_only: bool):
+    T, E = int(probs.shape[0]), int(probs.shape[1])
+    k = int(ids.shape[1]) if len(ids.shape) == 2 else 1
+    loss, fraction = _backend.empty(probs, 1, _acc(probs)), _backend.empty(probs, E, _acc(probs))
+    _backend.module(probs).moe_load_balancing_loss(probs, ids, T, E, k, first_only, loss, fraction,
+                                                   _backend.stream(probs))
+    return _backend.finish(probs, loss.reshape(())), _backend.finish(probs, fraction)
+
+
+def _lbl_fake(probs, ids, first_only):
+    torch = _torch_ops.torch
+    acc = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    return probs.new_empty((), dtype=acc), probs.new_empty(probs.shape[1], dtype=acc)
+
+
+def _lbl_setup(ctx, inputs, output):
+    probs = inputs[0]
+    ctx.shape, ctx.dtype = probs.shape, probs.dtype
+    ctx.save_for_backward(output[1])
+
+
+def _lbl_backward(ctx, grad_loss, grad_fraction):
+    (fraction,) = ctx.saved_tensors
+    T, E = ctx.shape
+    if T == 0:
+        return fraction.new_zeros(ctx.shape, dtype=ctx.dtype), None, None
+    # d loss / d probs[t, i] = E f_i / T, the same for every token
+    row = (grad_loss * (E / T)) * fraction
+    return row.to(ctx.dtype).expand(T, E).contiguous(), None, None
+
+
+_lbl_op = _torch_ops.define("moe_load_balancing_loss", "(Tensor probs, Tensor ids, bool first_only) -> (Tensor, Tensor)",
+                            _lbl_kernel, _lbl_fake, backward=_lbl_backward, setup_context=_lbl_setup)
+
+
+def load_balancing_loss(probs, ids, num_experts: int | None = None, first_choice_only: bool = False):
+    """Switch Transformer's auxiliary load-balancing loss: E * sum_i f_i * P_i.
+
+    f_i = (number of (token, slot) pairs routed to expert i) / (T k), P_i = mean_t probs[t, i]. With
+    first_choice_only, f_i counts each token's first choice ids[:, 0] only, over T (DeepSpeed top-2 and
+    Tutel's gshard loss). Unscaled: multiply by the aux-loss coefficient yourself. As Megatron-Core's
+    switch_load_balancing_loss_func (with its coefficient 1). One fused pass over probs and ids; 0 for T = 0.
+
+    probs: [T, E] float32, float64, float16 or bfloat16 (the router's full score matrix), contiguous.
+    ids: [T, k] (or [T] for k = 1) int32 or int64 expert ids in [0, E), same framework and device.
+    num_experts: E, optional (must equal probs.shape[1]).
+    Returns a 0-d float32 array (float64 for float64 probs). Differentiable w.r.t. probs (torch): the
+    gradient is E f_i / T for every token. Deterministic: sums over fixed row chunks in a fixed order.
+    """
+    T, E = _matrix(probs, "probs")
+    if num_experts is not None and _checks.integer(num_experts, "num_experts", 1) != E:
+        raise ValueError(f"num_experts: expected probs.shape[1] = {E}, got {num_experts}")
+    _checks.same_place(probs, ids, "probs", "ids")
+    if _backend.dtype_name(ids) not in _backend.INDEX_DTYPES:
+        raise TypeError(f"ids: expected dtype int32 or int64, got {_backend.dtype_name(ids)}")
+    _checks.contiguous(ids, "ids")
+    shape = tuple(ids.shape)
+    if len(shape) not in (1, 2) or shape[0] != T or (len(shape) == 2 and shape[1] < 1):
+        raise ValueError(f"ids: expected shape [{T}, k] with k >= 1 (or [{T}]), got {shape}")
+    if not isinstance(first_choice_only, bool):
+        raise TypeError(f"first_choice_only: expected a bool, got {type(first_choice_only).__name__}")
+    _ids_in_range(ids, E, "ids")
+    op = _lbl_op if _backend.is_torch(probs) else _lbl_kernel
+    return op(probs, ids, first_choice_only)[0]
+
+
+# ---- z-loss (ST-MoE) ----------------------------------------------------------------------------------
+
+def _z_kernel(logits):
+    T, E = int(logits.shape[0]), int(logits.shape[1])
+    loss, lse = _backend.empty(logits, 1, _acc(logits)), _backend.empty(logits, T, _acc(logits))
+    _backend.module(logits).moe_z_loss(logits, T, E, loss, lse, _backend.stream(logits))
+    return _backend.finish(logits, loss.reshape(())), _backend.finish(logits, lse)
+
+
+def _z_fake(logits):
+    torch = _torch_ops.torch
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return logits.new_empty((), dtype=acc), logits.new_empty(logits.shape[0], dtype=acc)
+
+
+def _z_backward_kernel(logits, lse, grad):
+    T, E = int(logits.shape[0]), int(logits.shape[1])
+    out = _backend.empty(logits, T * E)
+    _backend.module(logits).moe_z_loss_backward(logits, lse, grad, T, E, out, _backend.stream(logits))
+    return out.reshape(T, E)
+
+
+_z_backward_op = _torch_ops.define("moe_z_loss_backward", "(Tensor logits, Tensor lse, Tensor grad) -> Tensor",
+                                   _z_backward_kernel, lambda logits, lse, grad: logits.new_empty(logits.shape))
+
+
+def _z_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _z_backward(ctx, grad_loss, grad_lse):
+    logits, lse = ctx.saved_tensors
+    return _z_backward_op(logits, lse, grad_loss.reshape(1).to(lse.dtype).contiguous())
+
+
+_z_op = _torch_ops.define("moe_z_loss", "(Tensor logits) -> (Tensor, Tensor)", _z_kernel, _z_fake,
+                          backward=_z_backward, setup_context=_z_setup)
+
+
+def z_loss(logits):
+    """ST-MoE's router z-loss: mean over tokens of logsumexp(logits[t, :])^2 (0 for T = 0), unscaled.
+
+    As Megatron-Core's z_loss_func (coefficient 1). One pass over logits, float32 math for float32,
+    float16 and bfloat16 (float64 for float64); logsumexp as torch.logsumexp (a row with +inf gives inf,
+    an all -inf row gives -inf, so the loss is inf; NaN propagates).
+
+    logits: [T, E] float32, float64, float16 or bfloat16, contiguous. Returns a 0-d float32 array (float64
+    for float64 logits). Differentiable w.r.t. logits (torch): 2/T * lse_t * softmax(logits_t).
+    """
+    _matrix(logits, "logits")
+    op = _z_op if _backend.is_torch(logits) else _z_kernel
+    return op(logits)[0]
+
+
+# ---- aux-loss-free balancing (DeepSeek-V3) ------------------------------------------------------------
+
+def _bias_kernel(bias, counts, rate: float) -> None:
+    E = int(bias.shape[-1])
+    _backend.module(bias).moe_update_expert_bias(bias, counts, E, rate, _backend.stream(bias))
+
+
+_bias_op = _torch_ops.define("moe_update_expert_bias_", "(Tensor(a!) bias, Tensor counts, float rate) -> ()",
+                             _bias_kernel, lambda bias, counts, rate: None, mutates_args=("bias",))
+
+_COUNT_DTYPES = ("int32", "int64", "float32", "float64")
+
+
+def update_expert_bias_(bias, counts, rate: float):
+    """DeepSeek-V3's auxiliary-loss-free balancing step, in place: bias += rate * sign(mean(counts) - counts).
+
+    The mean is over the last axis (experts), so a stack of layers [L, E] updates in one call. The sign is
+    exact (sum(counts) - E * counts[j], integers for integer counts); the update is bias + float32(rate) *
+    sign in float32, as Megatron-Core's _update_expert_bias. Underloaded experts go up, overloaded down.
+
+    bias: float32 [..., E], contiguous, writable. counts: int32, int64, float32 or float64, bias' shape,
+    same framework and device (tokens per expert, e.g. plan's counts). rate: a finite real number.
+    Returns bias.
+    """
+    fw = _backend.framework(bias, "bias")
+    if _backend.dtype_name(bias) != "float32":
+        raise TypeError(f"bias: expected dtype float32, got {_backend.dtype_name(bias)}")
+    _checks.contiguous(bias, "bias")
+    _checks.writable(bias, "bias")
+    _checks.same_place(bias, counts, "bias", "counts")
+    if _backend.dtype_name(counts) not in _COUNT_DTYPES:
+        raise TypeError(f"counts: expected dtype int32, int64, float32 or float64, got {_backend.dtype_name(counts)}")
+    _checks.contiguous(counts, "counts")
+    if len(bias.shape) < 1 or bias.shape[-1] < 1:
+        raise ValueError(f"bias: expected shape [..., E] with E >= 1, got {tuple(bias.shape)}")
+    if tuple(counts.shape) != tuple(bias.shape):
+        raise ValueError(f"counts: expected bias' shape {tuple(bias.shape)}, got {tuple(counts.shape)}")
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(float(rate)):
+        raise (TypeError if not isinstance(rate, numbers.Real) or isinstance(rate, bool) else ValueError)(
+            f"rate: expected a finite real number, got {rate!r}")
+    (_bias_op if fw == "torch" else _bias_kernel)(bias, counts, float(rate))
+    return bias
