@@ -17,45 +17,55 @@
 #include "../common/array.h"
 #include "../common/stream.h"
 
+// Host+device like CK_HD, and always inlined on the host, so that the AVX-512 builds of the row loops
+// (balance_rows.h) inline and vectorise all of it.
+#if defined(__CUDACC__)
+#define CK_MOE_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define CK_MOE_HD __attribute__((always_inline)) inline
+#else
+#define CK_MOE_HD inline
+#endif
+
 namespace ck {
 namespace moe {
 
-CK_HD float fmul(float a, float b) {
+CK_MOE_HD float fmul(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-CK_HD float fadd(float a, float b) {
+CK_MOE_HD float fadd(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-CK_HD float fsub(float a, float b) {
+CK_MOE_HD float fsub(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
 }
-CK_HD double fmul(double a, double b) {
+CK_MOE_HD double fmul(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-CK_HD double fadd(double a, double b) {
+CK_MOE_HD double fadd(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-CK_HD double fsub(double a, double b) {
+CK_MOE_HD double fsub(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dsub_rn(a, b);
 #else
@@ -65,7 +75,7 @@ CK_HD double fsub(double a, double b) {
 
 // exp(x) within about 2 ulp; 0 below -87 (results under ~1.6e-38 flush to zero), inf above 88, NaN stays NaN.
 // Branch-free, so loops over it vectorise.
-CK_HD float exp_f32(float x) {
+CK_MOE_HD float exp_f32(float x) {
   const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN fails both tests, and is fixed below
   const float n = fsub(fadd(fmul(xc, 1.44269504088896341f), 12582912.0f), 12582912.0f);  // round to nearest
   float r = fsub(xc, fmul(n, 0.693359375f));
@@ -85,7 +95,7 @@ CK_HD float exp_f32(float x) {
 }
 
 // log(s) within about 1 ulp for s >= 0 (normal or zero); log(0) = -inf, log(inf) = inf, NaN stays NaN.
-CK_HD float log_f32(float s) {
+CK_MOE_HD float log_f32(float s) {
   if (!(s > 0.0f) || s == std::numeric_limits<float>::infinity())
     return s == 0.0f ? -std::numeric_limits<float>::infinity() : (s > 0.0f ? s : std::numeric_limits<float>::quiet_NaN());
   const uint32_t bits = bit_cast<uint32_t>(s);
@@ -115,10 +125,10 @@ CK_HD float log_f32(float s) {
   return fadd(fadd(x, y), fmul(fe, 0.693359375f));
 }
 
-CK_HD float exp_acc(float x) { return exp_f32(x); }
-CK_HD float log_acc(float x) { return log_f32(x); }
-CK_HD double exp_acc(double x) { return ::exp(x); }
-CK_HD double log_acc(double x) { return ::log(x); }
+CK_MOE_HD float exp_acc(float x) { return exp_f32(x); }
+CK_MOE_HD float log_acc(float x) { return log_f32(x); }
+CK_MOE_HD double exp_acc(double x) { return ::exp(x); }
+CK_MOE_HD double log_acc(double x) { return ::log(x); }
 
 constexpr int kLanes = 16;  // the exponentials of a row are summed in 16 lanes (j mod 16), then a fixed tree
 
@@ -131,20 +141,34 @@ struct RowStats {
 };
 
 template <class T>
-CK_HD RowStats<acc_t<T>> row_stats(const T* x, int64_t E) {
+CK_MOE_HD RowStats<acc_t<T>> row_stats(const T* x, int64_t E) {
   using A = acc_t<T>;
-  A m = -std::numeric_limits<A>::infinity();
-  for (int64_t j = 0; j < E; ++j) {
-    const A v = to_acc(x[j]);
-    m = v > m ? v : m;  // a NaN is skipped here, and poisons the sum below
-  }
+  A lane_max[kLanes];  // per lane, so that the loop vectorises; the max is the same in any order
+  for (int l = 0; l < kLanes; ++l) lane_max[l] = -std::numeric_limits<A>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= E; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const A v = to_acc(x[i + l]);
+      lane_max[l] = v > lane_max[l] ? v : lane_max[l];  // a NaN is skipped here, and poisons the sum below
+    }
+  if (i < E)  // the tail as one full, masked iteration (-inf in the missing lanes), so that it vectorises too
+    for (int l = 0; l < kLanes; ++l) {
+      const A v = i + l < E ? to_acc(x[i + l]) : -std::numeric_limits<A>::infinity();
+      lane_max[l] = v > lane_max[l] ? v : lane_max[l];
+    }
+  A m = lane_max[0];
+  for (int l = 1; l < kLanes; ++l) m = lane_max[l] > m ? lane_max[l] : m;
   if (m == std::numeric_limits<A>::infinity() || m == -std::numeric_limits<A>::infinity()) m = A(0);
   A part[kLanes];
   for (int l = 0; l < kLanes; ++l) part[l] = A(0);
   int64_t j = 0;
   for (; j + kLanes <= E; j += kLanes)
     for (int l = 0; l < kLanes; ++l) part[l] = fadd(part[l], exp_acc(fsub(to_acc(x[j + l]), m)));
-  for (int l = 0; j + l < E; ++l) part[l] = fadd(part[l], exp_acc(fsub(to_acc(x[j + l]), m)));
+  if (j < E)  // exp(-inf) = 0 exactly in the missing lanes: the same sums as leaving them out
+    for (int l = 0; l < kLanes; ++l) {
+      const A v = j + l < E ? to_acc(x[j + l]) : -std::numeric_limits<A>::infinity();
+      part[l] = fadd(part[l], exp_acc(fsub(v, m)));
+    }
   for (int w = kLanes / 2; w >= 1; w /= 2)
     for (int l = 0; l < w; ++l) part[l] = fadd(part[l], part[l + w]);
   return {m, log_acc(part[0])};

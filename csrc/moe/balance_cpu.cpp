@@ -11,6 +11,7 @@
 
 #include "../common/parallel.h"
 #include "balance.h"
+#include "balance_rows.h"
 
 namespace ck::CK_BACKEND {
 namespace {
@@ -103,14 +104,7 @@ void z_loss(const Array& logits, int64_t T, int64_t E, const Array& loss, const 
     const int chunks = moe::row_chunks(T);
     std::vector<double> partial(size_t(chunks), 0.0);
     parallel_chunks(T, chunks, [&](int c, int64_t begin, int64_t end) {
-      double s = 0.0;
-      for (int64_t t = begin; t < end; ++t) {
-        const moe::RowStats<A> st = moe::row_stats(x + t * E, E);
-        const A v = moe::fadd(st.max, st.log_sum);
-        out[t] = v;
-        s += double(v) * double(v);
-      }
-      partial[size_t(c)] = s;
+      partial[size_t(c)] = moe::stats_rows(x, begin, end, E, static_cast<A*>(nullptr), static_cast<A*>(nullptr), out);
     });
     double total = 0.0;
     for (double s : partial) total += s;

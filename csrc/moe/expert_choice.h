@@ -21,7 +21,7 @@ template <class A> using order_t = typename OrderKey<A>::type;
 
 // An unsigned integer with the order of the float (every NaN canonicalised above +inf).
 template <class A>
-CK_HD order_t<A> order_key(A v) {
+CK_MOE_HD order_t<A> order_key(A v) {
   using U = order_t<A>;
   constexpr int kBits = 8 * sizeof(U);
   if (v != v) v = std::numeric_limits<A>::quiet_NaN();
@@ -31,14 +31,14 @@ CK_HD order_t<A> order_key(A v) {
 }
 
 template <class A>
-CK_HD A from_order_key(order_t<A> u) {
+CK_MOE_HD A from_order_key(order_t<A> u) {
   using U = order_t<A>;
   constexpr int kBits = 8 * sizeof(U);
   return bit_cast<A>((u >> (kBits - 1)) ? (u & ~(U(1) << (kBits - 1))) : ~u);
 }
 
 template <class T>
-CK_HD acc_t<T> choice_key(T x, acc_t<T> max, acc_t<T> log_sum) {
+CK_MOE_HD acc_t<T> choice_key(T x, acc_t<T> max, acc_t<T> log_sum) {
   return fsub(fsub(to_acc(x), max), log_sum);
 }
 
