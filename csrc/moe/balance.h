@@ -96,18 +96,12 @@ CK_MOE_HD float exp_f32(float x) {
 
 // log(s) within about 1 ulp for s >= 0 (normal or zero); log(0) = -inf, log(inf) = inf, NaN stays NaN.
 CK_MOE_HD float log_f32(float s) {
-  if (!(s > 0.0f) || s == std::numeric_limits<float>::infinity())
-    return s == 0.0f ? -std::numeric_limits<float>::infinity() : (s > 0.0f ? s : std::numeric_limits<float>::quiet_NaN());
-  const uint32_t bits = bit_cast<uint32_t>(s);
-  int32_t e = int32_t(bits >> 23) - 126;
+  const bool normal = s > 0.0f && s < std::numeric_limits<float>::infinity();
+  const uint32_t bits = bit_cast<uint32_t>(normal ? s : 1.0f);
   const float m = bit_cast<float>((bits & 0x007fffffu) | 0x3f000000u);  // s = m 2^e, m in [0.5, 1)
-  float x;
-  if (m < 0.707106781186547524f) {
-    e -= 1;
-    x = fsub(fadd(m, m), 1.0f);
-  } else {
-    x = fsub(m, 1.0f);
-  }
+  const bool low = m < 0.707106781186547524f;  // then s = (2m) 2^(e-1): x = 2m - 1 stays near 0
+  const int32_t e = int32_t(bits >> 23) - 126 - int32_t(low);
+  const float x = low ? fsub(fadd(m, m), 1.0f) : fsub(m, 1.0f);
   const float z = fmul(x, x);
   float y = 7.0376836292e-2f;
   y = fadd(fmul(y, x), -1.1514610310e-1f);
@@ -122,7 +116,11 @@ CK_MOE_HD float log_f32(float s) {
   const float fe = float(e);
   y = fadd(y, fmul(fe, -2.12194440e-4f));
   y = fsub(y, fmul(0.5f, z));
-  return fadd(fadd(x, y), fmul(fe, 0.693359375f));
+  const float result = fadd(fadd(x, y), fmul(fe, 0.693359375f));
+  // branch-free, so that loops over rows vectorise: the special values are selected at the end
+  const float special = s == 0.0f ? -std::numeric_limits<float>::infinity()
+                                  : (s == std::numeric_limits<float>::infinity() ? s : std::numeric_limits<float>::quiet_NaN());
+  return normal ? result : special;
 }
 
 CK_MOE_HD float exp_acc(float x) { return exp_f32(x); }
