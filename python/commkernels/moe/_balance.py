@@ -1,4 +1,5 @@
-"""Expert capacity and the balancing losses.
+"""Expert capacity, the balancing losses (Switch load-balancing loss, ST-MoE z-loss) and DeepSeek-V3's
+aux-loss-free expert-bias update.
 
 Capacity: how many (token, slot) pairs an expert takes, by the formula of each anchor library.
 

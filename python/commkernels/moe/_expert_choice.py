@@ -10,7 +10,8 @@ from ._balance import _acc, _matrix
 
 class ExpertChoice(NamedTuple):
     """``token_ids[e, c]`` (int32) is the c-th best token of expert e; ``weights[e, c]`` its probability
-    softmax(scores)[token, e] (float32; float64 for float64 scores). Both [E, capacity]."""
+    softmax(scores)[token, e] (float32, where probabilities below e^-87 ~ 1.6e-38 are 0; float64 for float64
+    scores). Both [E, capacity]."""
 
     weights: Any
     token_ids: Any
@@ -61,7 +62,8 @@ def expert_choice(scores, capacity: int) -> ExpertChoice:
     - max_t)), computed in float32 (float64 for float64 scores; the same bits on the CPU and the GPU for
     float32, float16 and bfloat16): best first, ties to the lower token index; a token whose scores hold a
     NaN ranks above every number. A token may be taken by several experts or by none. No full sort: each
-    expert keeps a bounded heap of its best tokens (CPU) or radix-selects them (GPU).
+    expert keeps a buffer of candidates pruned to its best C with nth_element (CPU, O(T) per expert) or
+    radix-selects them (GPU).
 
     scores: [T, E] float32, float64, float16 or bfloat16 router logits, contiguous, E >= 1.
     capacity: 0 <= capacity <= T (e.g. ``capacity(T, k, E, factor)``, the paper's k = T c / E).
