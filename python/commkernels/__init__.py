@@ -14,6 +14,10 @@ from . import _backend, compress, moe
 from ._info import info
 
 __version__ = "0.1.0"
+from . import _backend, compress, moe
+from ._info import info
+
+__version__ = "0.1.0"
 __all__ = ["compress", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
 
 

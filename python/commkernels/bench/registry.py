@@ -15,6 +15,7 @@ FAMILIES = {
 }
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:

@@ -7,3 +7,6 @@ and obviously right, never a copy of a kernel's algorithm. Tests compare the ker
 from . import compress, moe
 
 __all__ = ["compress", "moe"]
+from . import compress, moe_balance
+
+__all__ = ["compress", "moe_balance"]
