@@ -264,6 +264,8 @@ class Graph:
 
     def _cached(self, key: str, build):
         value = self._cache.get(key)
+        if value is None and _backend.is_compiling():  # torch.compile cannot trace a lock
+            value = self._cache[key] = build()
         if value is None:
             with self._lock:
                 value = self._cache.get(key)

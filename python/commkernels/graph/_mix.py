@@ -9,7 +9,8 @@ The kernel (csrc/graph/mix_cpu.cpp) cuts the columns into tiles, and applies all
 rounds > 1 and n <= d, W^rounds is formed first (in float64, n^3 log(rounds) work) and applied once.
 Accumulation in float32 (float64 for float64 X); weights are rounded to that type. Each element sums its
 terms in ascending order of j (CSR slot order for a graph), so results do not depend on the thread count.
-NaN/Inf propagate as in a matrix product.
+NaN/Inf propagate as in a matrix product. A Graph W with rounds * E > n^2 (and n <= d, n <= 4096) is
+applied as the dense W^rounds, which then costs less than the rounds of sparse products.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .. import _backend, _checks, _torch_ops
 from ._graph import Graph, _to_host, convert_like
 
 _MAX_SIZE = (1 << 62)
+_DENSE_POWER_MAX_N = 4096  # a Graph W is applied as a dense W^rounds only up to this many nodes
 
 
 def _acc_dtype(dtype: str) -> str:
@@ -203,6 +205,17 @@ def _graph_arrays(graph: Graph, x, transpose: bool):
     return graph._cached(key, build)
 
 
+def _mix_dense(X, X2, Wt, rounds: int, y):
+    if y is not None:
+        if _backend.is_torch(Wt) and Wt.requires_grad and _torch_ops.torch.is_grad_enabled():
+            raise ValueError("out: not supported when autograd records (W requires grad); call without out")
+        (_mix_dense_out_op if _backend.is_torch(X2) else _dense_kernel)(X2, Wt, rounds, y)
+        return None
+    if _backend.is_torch(X2):
+        return _mix_dense_op(X2, Wt, rounds)
+    return _backend.finish(X, _dense_kernel(X2, Wt, rounds))
+
+
 def mix(X, W, rounds: int = 1, transpose: bool = False, out=None):
     """Y = W^rounds X: `rounds` gossip steps y_i <- sum_j W[i, j] x_j over the rows of X.
 
@@ -232,14 +245,20 @@ def mix(X, W, rounds: int = 1, transpose: bool = False, out=None):
         if W.edge_weight is None:
             raise ValueError("W: expected a Graph with edge_weight (e.g. metropolis_hastings(graph))")
         _backend.module(X2)
-        arrays = _graph_arrays(W, X2, transpose)
-        if y is not None:
-            (_mix_csr_out_op if _backend.is_torch(X2) else _csr_kernel)(X2, *arrays[:3], rounds, y)
-            return out
-        if _backend.is_torch(X2):
-            Y = _mix_csr_op(X2, *arrays, rounds)
+        if rounds > 1 and n <= min(d, _DENSE_POWER_MAX_N) and rounds * W.num_edges > n * n and \
+                not _backend.is_compiling():  # (torch.compile traces the sparse path: no host-side build)
+            # W^rounds as a dense matrix costs n^2 per column, less than rounds * E sparse: the dense path
+            key = f"dense:{_backend.framework(X2, 'X')}:{_backend.device(X2)}"
+            Wd = W._cached(key, lambda: convert_like(W.to_dense(), X2, "float64"))
+            Y = _mix_dense(X, X2, Wd.T if transpose else Wd, rounds, y)
         else:
-            Y = _backend.finish(X, _csr_kernel(X2, *arrays[:3], rounds))
+            arrays = _graph_arrays(W, X2, transpose)
+            if y is not None:
+                (_mix_csr_out_op if _backend.is_torch(X2) else _csr_kernel)(X2, *arrays[:3], rounds, y)
+            elif _backend.is_torch(X2):
+                Y = _mix_csr_op(X2, *arrays, rounds)
+            else:
+                Y = _backend.finish(X, _csr_kernel(X2, *arrays[:3], rounds))
     else:
         _checks.float_array(W, "W")
         if _backend.framework(W, "W") != "jax" or _backend.framework(X, "X") != "jax":
@@ -248,16 +267,9 @@ def mix(X, W, rounds: int = 1, transpose: bool = False, out=None):
             raise ValueError(f"W: expected shape ({n}, {n}) (n = X.shape[0]), got {tuple(W.shape)}")
         if _backend.framework(W, "W") == "jax":
             W = np.asarray(W)
-        Wt = W.T if transpose else W
-        if y is not None:
-            if _backend.is_torch(W) and W.requires_grad and _torch_ops.torch.is_grad_enabled():
-                raise ValueError("out: not supported when autograd records (W requires grad); call without out")
-            (_mix_dense_out_op if _backend.is_torch(X2) else _dense_kernel)(X2, Wt, rounds, y)
-            return out
-        if _backend.is_torch(X2):
-            Y = _mix_dense_op(X2, Wt, rounds)
-        else:
-            Y = _backend.finish(X, _dense_kernel(X2, Wt, rounds))
+        Y = _mix_dense(X, X2, W.T if transpose else W, rounds, y)
+    if y is not None:
+        return out
     return Y.reshape(-1) if flat else Y
 
 
