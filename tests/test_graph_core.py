@@ -3,6 +3,7 @@ spectral_gap against the NumPy float64 references, gossip invariants, determinis
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -414,3 +415,20 @@ def test_mix_bad_inputs():
                                           4, 3, 1, np.empty_like(X))
     assert G.mix(np.zeros((0, 5), np.float32), np.zeros((0, 0), np.float32)).shape == (0, 5)
     assert G.consensus_distance(np.zeros((0, 5))) == 0.0
+
+
+def test_bench_cases_compute_what_their_baselines_compute():
+    from commkernels.bench import graph_mix
+
+    cases = graph_mix.cases("cpu", quick=False, sizes=[1000])
+    assert {(c.kernel, c.params["n"], c.params["rounds"]) for c in cases} == {
+        (k, n, r) for k in ("mix[dense]", "mix[sparse]") for n in (16, 64, 256) for r in (1, 4)}
+    for case in cases:
+        prepared = case.prepare()
+        x = inspect.getclosurevars(prepared.ours).nonlocals["x"]
+        n, rounds = case.params["n"], case.params["rounds"]
+        # both sides: float32 products of a stochastic W (|W|^r has unit row sums): gamma_{n+2} r max|X| each
+        bound = 2 * (2 * UNIT["float32"] * (n + 2) * rounds * float(x.abs().max()))
+        ours = prepared.ours()
+        for name, baseline in prepared.baselines.items():
+            torch.testing.assert_close(ours, baseline(), rtol=0, atol=bound, msg=f"{case.label}: {name}")

@@ -12,6 +12,8 @@ Floor: one read of X and one write of Y (2 n d 4 bytes), whatever the number of 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -60,7 +62,9 @@ def _sparse(n: int, d: int, rounds: int, device: str) -> Prepared:
     ei = G.exponential(n).edge_index
     graph = G.metropolis_hastings(G.Graph(np.concatenate([ei, ei[::-1]], axis=1), n)).to(x)
     dense = torch.from_numpy(graph.to_dense("float32")).to(device)
-    sparse = dense.to_sparse_csr()
+    with warnings.catch_warnings():  # torch's 'sparse CSR support is in beta' note
+        warnings.simplefilter("ignore", UserWarning)
+        sparse = dense.to_sparse_csr()
     G.mix(x[:, :1].contiguous(), graph, rounds)  # graph arrays moved to x's device once, outside the timing
 
     def sparse_mm():
