@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -432,3 +435,34 @@ def test_bench_cases_compute_what_their_baselines_compute():
         ours = prepared.ours()
         for name, baseline in prepared.baselines.items():
             torch.testing.assert_close(ours, baseline(), rtol=0, atol=bound, msg=f"{case.label}: {name}")
+
+
+BASELINE_SCRIPT = r"""
+import numpy as np, torch, commkernels
+from commkernels import graph as G
+assert commkernels.info()["cpu"]["simd"] == "baseline x86-64"
+rng = np.random.default_rng(8)
+worst = 0.0
+for n, d in ((5, 1), (16, 300), (37, 1001)):
+    Wm = rng.random((n, n)) * (rng.random((n, n)) < 0.5)
+    Wm /= np.maximum(Wm.sum(1, keepdims=True), 1e-300)
+    Ws = Wm * (rng.random((n, n)) < 0.2)  # sparse enough (3 E < n^2) for the CSR path
+    for dtype, unit in (("float32", 2.0**-24), ("float64", 2.0**-53), ("bfloat16", 2.0**-8)):
+        X = torch.from_numpy(rng.standard_normal((n, d))).to(getattr(torch, dtype))
+        X64 = X.to(torch.float64).numpy()
+        for W, rounds in ((torch.from_numpy(Wm).to(X.dtype), 1), (G.Graph.from_dense(Ws), 3)):
+            Y = G.mix(X, W, rounds).to(torch.float64).numpy()
+            Wq = (W.to(torch.float64).numpy() if isinstance(W, torch.Tensor)
+                  else Ws.astype(np.float64 if dtype == "float64" else np.float32).astype(np.float64))
+            want = np.linalg.matrix_power(Wq, rounds) @ X64
+            acc = 2.0**-53 if dtype == "float64" else 2.0**-24
+            bound = np.linalg.matrix_power(np.abs(Wq), rounds) @ np.abs(X64) * (2 * acc * (n + 2) * rounds + unit)
+            assert (np.abs(Y - want) <= bound + 1e-300).all(), (n, d, dtype, rounds)
+print("ok")
+"""
+
+
+def test_baseline_path_matches_reference():
+    env = dict(os.environ, COMMKERNELS_DISABLE_AVX512="1")
+    done = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
