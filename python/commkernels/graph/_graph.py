@@ -26,6 +26,12 @@ arrays the graph was built from; a graph built from JAX arrays keeps NumPy array
     weight_csr    edge_weight permuted into CSR slot order (edge_weight[csr.eid]), cached; None without weights
     weight_csc    edge_weight[csc.eid], cached; None without weights
 
+Methods: ``to(like)`` (the graph with its arrays in like's framework and device; cached per target),
+``with_weights(w)`` (same edges and cached views, other weights), ``transpose()`` (edges reversed, W -> W^T;
+its csr is this csc), ``to_dense()`` (NumPy W[dst, src]); constructors ``Graph(edge_index, num_nodes,
+edge_weight=None, transpose=False)``, ``Graph.from_csr(indptr, indices, num_nodes, edge_weight=None)``,
+``Graph.from_dense(W, transpose=False)``. Views are built on first use under a lock (thread-safe).
+
 Duplicate edges and self loops are kept as given (a self loop is an ordinary edge: mix reads the self
 weights of W from them). The CSR and CSC are built by a deterministic stable counting sort
 (csrc/graph/csr_cpu.cpp, CUB's stable radix sort on CUDA): the same arrays on every run, thread count
