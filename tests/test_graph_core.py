@@ -466,3 +466,15 @@ def test_baseline_path_matches_reference():
     env = dict(os.environ, COMMKERNELS_DISABLE_AVX512="1")
     done = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("n", [1500, 3000])  # narrower column tiles (2 and 1 vectors) for many agents
+def test_mix_many_agents(n):
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 40)).astype(np.float32)
+    W = G.metropolis_hastings(G.erdos_renyi(n, 3.0 / n, 1))
+    Wd = W.to_dense()
+    want = ref.mix(X, Wd, 2)
+    for w in (W, Wd.astype(np.float32)):  # sparse rounds; dense rounds (n > d: no W^rounds)
+        got = G.mix(X, w, 2).astype(np.float64)
+        np.testing.assert_array_less(np.abs(got - want), _tolerance(Wd, X.astype(np.float64), 2, "float32", n))
