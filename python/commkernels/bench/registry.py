@@ -16,6 +16,7 @@ FAMILIES = {
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:

@@ -10,3 +10,6 @@ __all__ = ["compress", "moe"]
 from . import compress, moe_balance
 
 __all__ = ["compress", "moe_balance"]
+from . import compress, graph
+
+__all__ = ["compress", "graph"]
