@@ -1,0 +1,197 @@
+"""A world of ranks on localhost for the torch.distributed tests, with a hard bound on its run time.
+
+``run_world(target, world, outdir, timeout)`` runs this file in a subprocess (its own session), which
+spawns ``world`` ranks with torch.multiprocessing (gloo backend, a FileStore in ``outdir`` for the
+rendezvous, so no port can clash) and runs ``TARGETS[target](rank, world, outdir)`` on each. A rank that
+raises or dies makes torch's spawn stop the others and the subprocess exit non-zero; one that hangs runs
+into the process group's timeout, and the subprocess as a whole is killed (its whole process group) at
+``timeout``. Either way ``run_world`` raises ``WorldFailed`` with what happened and the tail of the
+output, never hangs.
+
+The targets save what the tests check (``torch.save`` in ``outdir``); the tests compute the same things
+in one process and compare.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import time
+
+START_METHOD = os.environ.get("COMMKERNELS_TEST_START_METHOD", "fork")
+PG_TIMEOUT_S = float(os.environ.get("COMMKERNELS_TEST_PG_TIMEOUT", "30"))
+
+
+class WorldFailed(AssertionError):
+    pass
+
+
+def run_world(target: str, worlds, outdir: str, timeout: float, pg_timeout: float = PG_TIMEOUT_S) -> float:
+    """Runs the world (or one world after the other for a list of sizes, in one subprocess, each in
+    ``outdir/w<size>``); returns the wall time in seconds, or raises WorldFailed."""
+    worlds = [worlds] if isinstance(worlds, int) else list(worlds)
+    world = ",".join(map(str, worlds))
+    env = dict(os.environ, OMP_NUM_THREADS="1", COMMKERNELS_TEST_PG_TIMEOUT=str(pg_timeout))
+    cmd = [sys.executable, os.path.abspath(__file__), target, world, str(outdir)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the spawned ranks too
+        out, _ = proc.communicate()
+        raise WorldFailed(f"world of {world} ranks running {target!r} did not finish within {timeout:.0f} s "
+                          f"(killed); output tail:\n{out[-3000:]}") from None
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise WorldFailed(f"world of {world} ranks running {target!r} failed (exit code {proc.returncode}) "
+                          f"after {elapsed:.1f} s; output tail:\n{out[-3000:]}")
+    return elapsed
+
+
+# ---- the ranks ----------------------------------------------------------------------------------------
+
+def _init(rank: int, world: int, outdir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(outdir, 'store')}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
+
+
+# The model and data every hook test trains; the tests rebuild them in one process.
+IN, HIDDEN1, HIDDEN2, OUT, BATCH, STEPS, LR = 16, 12, 8, 3, 8, 3, 0.1
+BUCKET_CAP_MB = 0.0006  # ~150 float32 per bucket: several buckets, rebuilt after the first step
+
+
+def make_model():
+    import torch
+
+    torch.manual_seed(1234)
+    return torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN1), torch.nn.ReLU(), torch.nn.Linear(HIDDEN1, HIDDEN2),
+                               torch.nn.ReLU(), torch.nn.Linear(HIDDEN2, OUT))
+
+
+def batch(step: int, rank: int):
+    import torch
+
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    return torch.randn(BATCH, IN, generator=g), torch.randn(BATCH, OUT, generator=g)
+
+
+def loss_of(model, x, y):
+    return ((model(x) - y) ** 2).mean()
+
+
+# name -> (state class name, keyword arguments): the hook configurations the tests check
+HOOKS = {
+    "topk": ("TopKState", dict(ratio=0.1)),
+    "randk": ("RandKState", dict(ratio=0.25, seed=7)),
+    "randk_unbiased": ("RandKState", dict(ratio=0.25, seed=7, error_feedback=False)),
+    "sign": ("SignState", dict(scale="l1")),
+    "qsgd": ("QsgdState", dict(levels=7, bucket_size=32, seed=5, error_feedback=True)),
+    "powersgd": ("PowerSGDState", dict(rank=2, seed=3)),
+}
+HOOK_FUNCTIONS = {"TopKState": "topk_hook", "RandKState": "randk_hook", "SignState": "sign_hook",
+                  "QsgdState": "qsgd_hook", "PowerSGDState": "powersgd_hook"}
+
+
+def _train_with_hook(rank: int, world: int, name: str) -> dict:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import commkernels.distributed as ckd
+
+    state_cls, kwargs = HOOKS[name]
+    model = make_model()
+    params = list(model.parameters())
+    position = {id(p): i for i, p in enumerate(params)}
+    init = [p.detach().clone() for p in params]
+    ddp = DDP(model, bucket_cap_mb=BUCKET_CAP_MB)
+    state = getattr(ckd, state_cls)(**kwargs)
+    hook = getattr(ckd, HOOK_FUNCTIONS[state_cls])
+    calls = []
+
+    def recording_hook(state, bucket):
+        call = {"step": state.steps, "index": bucket.index(),
+                "params": [position[id(p)] for p in bucket.parameters()], "input": bucket.buffer().clone()}
+        calls.append(call)
+
+        def record(fut):
+            call["output"] = fut.value().clone()
+            return fut.value()
+
+        return hook(state, bucket).then(record)
+
+    ddp.register_comm_hook(state, recording_hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=LR)
+    bytes_per_step = []
+    for step in range(STEPS):
+        opt.zero_grad()
+        x, y = batch(step, rank)
+        loss_of(ddp, x, y).backward()
+        opt.step()
+        bytes_per_step.append((state.bytes_last_step, state.dense_bytes_last_step))
+    return {"init": init, "final": [p.detach().clone() for p in params], "calls": calls,
+            "bytes_per_step": bytes_per_step, "bytes_total": state.bytes_total, "steps": state.steps}
+
+
+def target_hooks(rank: int, world: int, outdir: str) -> None:
+    import torch
+
+    _init(rank, world, outdir)
+    torch.save({name: _train_with_hook(rank, world, name) for name in HOOKS},
+               os.path.join(outdir, f"hooks-rank{rank}.pt"))
+
+
+def target_die(rank: int, world: int, outdir: str) -> None:
+    import torch.distributed as dist
+
+    _init(rank, world, outdir)
+    if rank == world - 1:
+        os._exit(3)
+    dist.barrier()
+
+
+def target_hang(rank: int, world: int, outdir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    _init(rank, world, outdir)
+    if rank == world - 1:
+        time.sleep(3600)
+    dist.all_reduce(torch.ones(4))
+
+
+TARGETS = {"hooks": target_hooks, "die": target_die, "hang": target_hang}
+
+
+def _rank_main(rank: int, target: str, world: int, outdir: str) -> None:
+    TARGETS[target](rank, world, outdir)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    import torch.multiprocessing as mp
+
+    import torch  # noqa: F401  (imported once here, inherited by the forked ranks)
+    import torch._dynamo  # noqa: F401  (torch.compiler.is_compiling, which the ops call, imports it: ~4 s)
+    import torch.distributed  # noqa: F401
+    import torch.nn.parallel  # noqa: F401
+
+    import commkernels.distributed  # noqa: F401
+
+    target, worlds, outdir = sys.argv[1], [int(w) for w in sys.argv[2].split(",")], sys.argv[3]
+    for world in worlds:
+        world_dir = os.path.join(outdir, f"w{world}")
+        os.makedirs(world_dir, exist_ok=True)
+        # fork: this process has imported torch but run nothing (no thread pools yet), so forking is safe
+        # and spares each rank its own import of torch (seconds on a loaded machine)
+        mp.start_processes(_rank_main, args=(target, world, world_dir), nprocs=world, join=True,
+                           start_method=START_METHOD)
