@@ -13,7 +13,8 @@ DDP communication hooks, each a state class and a hook function for
 
 Every state counts the payload bytes it handed to collectives (``bytes_last_step``, ``bytes_total``,
 ``dense_bytes_last_step``) and keys its error-feedback state by parameters, so it survives DDP's bucket
-rebuild (``_state``). Importing this module imports torch.
+rebuild (``_state``). Importing this module imports torch. The hook modules do not use ``from __future__
+import annotations``: DDP's ``register_comm_hook`` checks the hooks' annotations as objects.
 """
 
 from ._powersgd_hook import PowerSGDState, powersgd_hook

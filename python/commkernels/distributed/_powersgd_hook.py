@@ -18,8 +18,6 @@ Future: a collective launched from a Future callback could be issued in a differ
 ranks.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.distributed as dist
 
@@ -83,7 +81,7 @@ class PowerSGDState(HookState):
         return q
 
 
-def powersgd_hook(state: PowerSGDState, bucket: dist.GradBucket) -> torch.futures.Future:
+def powersgd_hook(state: PowerSGDState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """PowerSGD on one bucket (see the module docstring). Bytes per rank: (uncompressed elements +
     sum of n r + sum of m r) * itemsize."""
     buffer = bucket.buffer()

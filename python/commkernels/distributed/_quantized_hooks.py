@@ -3,8 +3,6 @@ as DeepSpeed's 1-bit Adam/LAMB) and QSGD. Their messages are not linear (each ca
 norms), so they travel by all_gather of packed bytes and every rank decodes all n of them.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.distributed as dist
 
@@ -31,7 +29,7 @@ class SignState(HookState):
         self.server_residuals = Residuals()
 
 
-def sign_hook(state: SignState, bucket: dist.GradBucket) -> torch.futures.Future:
+def sign_hook(state: SignState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """Scaled sign with worker and server error feedback, bit-packed (1-bit Adam's compressed all-reduce).
 
     Worker: p = residual + grad, message = ``sign_compress_ef_(grad, residual, scale)`` (1 bit per element
@@ -94,7 +92,7 @@ class QsgdState(HookState):
         self.residuals = Residuals()
 
 
-def qsgd_hook(state: QsgdState, bucket: dist.GradBucket) -> torch.futures.Future:
+def qsgd_hook(state: QsgdState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """QSGD: each rank quantizes its bucket (``qsgd`` or ``qsgd_ef_`` with ``rank_seed(seed, rank)`` and
     step = ``state.step_key(bucket)``), all_gather of the packed codes and float32 norms
     (ceil(d (1 + ceil(log2(levels + 1))) / 8) + 4 ceil(d / bucket_size) bytes per rank), and every rank

@@ -11,8 +11,6 @@ Both keep an error-feedback residual per parameter (``_state.Residuals``), float
 gradients), which survives DDP's bucket rebuilds.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.distributed as dist
 
@@ -33,7 +31,7 @@ class TopKState(HookState):
         self.residuals = Residuals()
 
 
-def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future:
+def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """Top-k with error feedback (EF14): ``ef_topk_(grad, residual, k)`` on the bucket, an all_gather of
     the fixed-size messages (k values in the residual's dtype, then k int32 indices, as one byte tensor:
     k (itemsize + 4) bytes per rank), and on every rank the mean of the n messages by ``sparse_aggregate``
@@ -79,7 +77,7 @@ class RandKState(HookState):
         self.residuals = Residuals()
 
 
-def randk_hook(state: RandKState, bucket: dist.GradBucket) -> torch.futures.Future:
+def randk_hook(state: RandKState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """Rand-k with a shared seed: every rank selects the same k indices, ``randk_indices(size, k, seed,
     step)`` with step = ``state.step_key(bucket)`` ((iteration << 20) | bucket index), so only the k
     values travel, in one all_reduce (k itemsize bytes per rank); the mean lands at those indices, zero
