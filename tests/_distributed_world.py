@@ -53,11 +53,31 @@ def run_world(target: str, worlds, outdir: str, timeout: float, pg_timeout: floa
     return elapsed
 
 
+_shared: dict = {}
+
+
+def shared_run(tmp_path_factory, worlds=(2, 4), timeout: float = 240) -> str:
+    """The directory of one run of every recording target (hooks, collectives) in worlds of 2 and 4
+    ranks, made once per test session and shared by the test files (``w<n>/<target>-rank<r>.pt``)."""
+    if "dir" not in _shared:
+        outdir = str(tmp_path_factory.mktemp("distributed"))
+        try:
+            run_world("hooks+collectives", worlds, outdir, timeout=timeout)
+        except WorldFailed as error:
+            _shared["error"] = error
+        _shared["dir"] = outdir
+    if "error" in _shared:
+        raise _shared["error"]
+    return _shared["dir"]
+
+
 # ---- the ranks ----------------------------------------------------------------------------------------
 
 def _init(rank: int, world: int, outdir: str) -> None:
     import torch.distributed as dist
 
+    if dist.is_initialized():  # an earlier target of the same run
+        return
     dist.init_process_group("gloo", init_method=f"file://{os.path.join(outdir, 'store')}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
 
@@ -166,11 +186,115 @@ def target_hang(rank: int, world: int, outdir: str) -> None:
     dist.all_reduce(torch.ones(4))
 
 
-TARGETS = {"hooks": target_hooks, "die": target_die, "hang": target_hang}
+# ---- the collectives ------------------------------------------------------------------------------------
+
+D = 37  # elements per rank's tensor
+TOKENS, HIDDEN_MOE = 11, 5
+
+
+def rank_tensor(rank: int, step: int = 0):
+    import torch
+
+    return torch.randn(D, generator=torch.Generator().manual_seed(5000 + 17 * rank + step))
+
+
+def trimmed_mean_rule(X, f):
+    """A callable rule for robust_all_reduce: the coordinate-wise mean of the n - 2f middle values."""
+    n = X.shape[0]
+    return X.sort(0).values[f:n - f].mean(0)
+
+
+def static_mixing(n: int):
+    """A static, non-symmetric mixing matrix (rows sum to 1) with a few neighbours per rank."""
+    import numpy as np
+
+    W = np.zeros((n, n))
+    for i in range(n):
+        W[i, i] += 0.5
+        W[i, (i + 1) % n] += 0.3
+        W[i, (i - 1) % n] += 0.2
+    return W
+
+
+def push_sum_matrix(n: int):
+    """Column-stochastic and not row-stochastic: rank 0 keeps 1/4 and pushes 3/4 to rank 1, the others
+    keep 1/2 and push 1/2 to their successor."""
+    import numpy as np
+
+    P = np.zeros((n, n))
+    P[0, 0], P[1, 0] = 0.25, 0.75
+    for j in range(1, n):
+        P[j, j] += 0.5
+        P[(j + 1) % n, j] += 0.5
+    return P
+
+
+def expert_assignment(rank: int, num_experts: int):
+    """Each token's expert on this rank (seeded), and the tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(9000 + rank)
+    return torch.randint(0, num_experts, (TOKENS,), generator=g), torch.randn(TOKENS, HIDDEN_MOE, generator=g)
+
+
+def target_collectives(rank: int, world: int, outdir: str) -> None:
+    import math
+    import types
+
+    import torch
+
+    import commkernels.distributed as ckd
+
+    _init(rank, world, outdir)
+    out = {}
+    x = rank_tensor(rank)
+    out["robust_callable"] = ckd.robust_all_reduce(x, trimmed_mean_rule, f=(world - 1) // 2)
+    try:
+        out["robust_named"] = ckd.robust_all_reduce(x, "median", f=(world - 1) // 2)
+    except ValueError as error:
+        out["robust_named_error"] = str(error)
+    out["gossip_static"] = ckd.gossip(x, static_mixing(world))
+    y = x
+    tau = math.ceil(math.log2(world))
+    for step in range(tau):
+        y = ckd.gossip(y, "one_peer_exponential", step)
+    out["gossip_one_peer"] = y
+    out["gossip_time_varying"] = ckd.gossip(x, lambda step: static_mixing(world) if step % 2 else torch.eye(world),
+                                            step=1)
+    xs, w = x, torch.ones(1)
+    for step in range(3):
+        xs, w = ckd.push_sum(xs, w, push_sum_matrix(world), step)
+    out["push_sum"] = (xs, w)
+
+    num_experts = 2 * world
+    experts, tokens = expert_assignment(rank, num_experts)
+    order = torch.sort(experts, stable=True).indices
+    rows = tokens[order]
+    counts = torch.bincount(experts, minlength=num_experts)
+    plan = types.SimpleNamespace(offsets=torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]))
+    d = ckd.dispatch(rows, plan)
+    local = num_experts // world
+    # the local experts: expert e multiplies by e + 1
+    outputs, at = [], 0
+    for src in range(world):
+        for e in range(local):
+            c = int(d.counts[src, e])
+            outputs.append(d.rows[at:at + c] * float(rank * local + e + 1))
+            at += c
+    y = torch.cat(outputs) if outputs else d.rows.clone()
+    out["dispatch_rows"], out["dispatch_counts"] = d.rows, d.counts
+    out["combined"] = ckd.combine(y, d)
+    d2 = ckd.dispatch(rows, counts.numpy())  # the plan as bare per-expert counts; identity experts
+    out["roundtrip"] = ckd.combine(d2.rows, d2)
+    torch.save(out, os.path.join(outdir, f"collectives-rank{rank}.pt"))
+
+
+TARGETS = {"hooks": target_hooks, "collectives": target_collectives, "die": target_die, "hang": target_hang}
 
 
 def _rank_main(rank: int, target: str, world: int, outdir: str) -> None:
-    TARGETS[target](rank, world, outdir)
+    for name in target.split("+"):  # "a+b": the targets one after the other, in one process group
+        TARGETS[name](rank, world, outdir)
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -37,9 +37,8 @@ WORLD_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("hooks")
-    world.run_world("hooks", WORLDS, str(outdir), timeout=WORLD_TIMEOUT_S)
-    return {n: [torch.load(outdir / f"w{n}" / f"hooks-rank{r}.pt") for r in range(n)] for n in WORLDS}
+    outdir = world.shared_run(tmp_path_factory, WORLDS, timeout=WORLD_TIMEOUT_S)
+    return {n: [torch.load(os.path.join(outdir, f"w{n}", f"hooks-rank{r}.pt")) for r in range(n)] for n in WORLDS}
 
 
 def _shapes():
