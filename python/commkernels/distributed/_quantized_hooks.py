@@ -34,7 +34,8 @@ def sign_hook(state: SignState, bucket: dist.GradBucket) -> torch.futures.Future
 
     Worker: p = residual + grad, message = ``sign_compress_ef_(grad, residual, scale)`` (1 bit per element
     plus a float32 scale: ceil(d / 8) + 4 bytes); all_gather of the packed messages. Every rank then decodes
-    the n messages and averages them (float32, summed in rank order), and plays the server: q =
+    the n messages and averages them (float32, float64 for float64 gradients, summed in rank order), and
+    plays the server: q =
     server_residual + mean, result = ``sign_decompress(sign_compress_ef_(mean, server_residual, scale))``.
     The mean is bitwise the same on every rank and the kernels are deterministic, so every rank keeps the
     same server residual and gets the same result, with no second round of communication.
@@ -52,14 +53,17 @@ def sign_hook(state: SignState, bucket: dist.GradBucket) -> torch.futures.Future
     state._sent(bucket, payload.numel())
     scale = state.scale
 
+    acc_name = str(acc).removeprefix("torch.")
+
     def decode(fut) -> torch.Tensor:
         fut.value()
-        mean = torch.zeros(n, dtype=torch.float32, device=buffer.device)
-        for g in gathered:
-            mean += sign_decompress(SignMsg(g[4:], g[:4].view(torch.float32), n), "float32")
+        mean = None
+        for g in gathered:  # in rank order, in the accumulation dtype
+            part = sign_decompress(SignMsg(g[4:], g[:4].view(torch.float32), n), acc_name)
+            mean = part if mean is None else mean.add_(part)
         mean /= len(gathered)
         server_msg = sign_compress_ef_(mean, server_residual, scale)
-        return buffer.copy_(sign_decompress(server_msg, "float32"))
+        return buffer.copy_(sign_decompress(server_msg, acc_name))
 
     return work.get_future().then(decode)
 
@@ -96,7 +100,8 @@ def qsgd_hook(state: QsgdState, bucket: dist.GradBucket) -> torch.futures.Future
     """QSGD: each rank quantizes its bucket (``qsgd`` or ``qsgd_ef_`` with ``rank_seed(seed, rank)`` and
     step = ``state.step_key(bucket)``), all_gather of the packed codes and float32 norms
     (ceil(d (1 + ceil(log2(levels + 1))) / 8) + 4 ceil(d / bucket_size) bytes per rank), and every rank
-    decodes the n messages and averages them (float32, rank order: the same on every rank).
+    decodes the n messages and averages them (float32, float64 for float64 gradients, in rank order: the
+    same on every rank).
     """
     buffer = bucket.buffer()
     layout = Layout.of(bucket)
@@ -113,13 +118,15 @@ def qsgd_hook(state: QsgdState, bucket: dist.GradBucket) -> torch.futures.Future
     gathered = [torch.empty_like(payload) for _ in range(state.world_size)]
     work = dist.all_gather(gathered, payload, group=state.group, async_op=True)
     state._sent(bucket, payload.numel())
+    acc_name = str(residual_dtype(buffer.dtype)).removeprefix("torch.")
 
     def decode(fut) -> torch.Tensor:
         fut.value()
-        mean = torch.zeros(n, dtype=torch.float32, device=buffer.device)
-        for g in gathered:
+        mean = None
+        for g in gathered:  # in rank order, in the accumulation dtype
             m = QsgdMsg(g[norm_bytes:], g[:norm_bytes].view(torch.float32), n, levels, bucket_size)
-            mean += qsgd_decompress(m, "float32")
+            part = qsgd_decompress(m, acc_name)
+            mean = part if mean is None else mean.add_(part)
         mean /= len(gathered)
         return buffer.copy_(mean)
 
