@@ -286,6 +286,9 @@ def target_collectives(rank: int, world: int, outdir: str) -> None:
     out["combined"] = ckd.combine(y, d)
     d2 = ckd.dispatch(rows, counts.numpy())  # the plan as bare per-expert counts; identity experts
     out["roundtrip"] = ckd.combine(d2.rows, d2)
+    padded = torch.cat([rows, torch.zeros(2, HIDDEN_MOE)])  # a Plan's trailing padding rows stay home
+    d3 = ckd.dispatch(padded, plan)
+    out["padded_roundtrip"] = ckd.combine(d3.rows * 1.0, d3)
     torch.save(out, os.path.join(outdir, f"collectives-rank{rank}.pt"))
 
 

@@ -147,6 +147,7 @@ def test_dispatch_sends_each_experts_rows_to_its_rank_and_combine_brings_them_ba
         e, x = per_rank[r]
         assert torch.equal(res["combined"], x * (e.float() + 1)[:, None])
         assert torch.equal(res["roundtrip"], x)
+        assert torch.equal(res["padded_roundtrip"], torch.cat([x, torch.zeros(2, x.shape[1])]))
 
 
 # ---- argument checks (a world of one, in this process) -------------------------------------------------
@@ -183,8 +184,18 @@ def test_collectives_check_their_arguments(single_rank_group):
         ckd.push_sum(x, torch.ones(2), np.eye(1))
     with pytest.raises(ValueError, match="rows"):
         ckd.dispatch(torch.randn(4, 3), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="rows"):
+        ckd.combine(torch.randn(2, 3), ckd.dispatch(torch.randn(3, 3), torch.tensor([1, 2])))
     # a world of one: everything is the identity
     assert torch.equal(ckd.gossip(x, np.eye(1)), x)
     assert torch.equal(ckd.robust_all_reduce(x, world.trimmed_mean_rule, f=0), x)
+    seen = {}
+
+    def no_f(X):  # a rule without f: robust_all_reduce does not pass it
+        seen["X"] = X
+        return X[0] * 2
+
+    assert torch.equal(ckd.robust_all_reduce(x.view(5, 1), no_f, f=0), x.view(5, 1) * 2)
+    assert seen["X"].shape == (1, 5, 1)
     d = ckd.dispatch(torch.arange(6.0).view(3, 2), torch.tensor([2, 1]))
     assert torch.equal(ckd.combine(d.rows * 2, d), torch.arange(6.0).view(3, 2) * 2)

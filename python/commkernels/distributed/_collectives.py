@@ -8,6 +8,7 @@ are called by every rank of the group (gossip: by every rank, each talking to it
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -59,7 +60,8 @@ def robust_all_reduce(tensor: torch.Tensor, rule, f: int, group=None, **params) 
 
     all_gather of the n tensors into an (n, *shape) tensor X (row i = group rank i), then
     ``rule(X, f=f, **params)``: ``rule`` is the name of a ``commkernels.aggregate`` rule ("median",
-    "trimmed_mean", "krum", ...) or any callable with that signature. Every rank holds the same X and
+    "trimmed_mean", "krum", ...) or any callable with that signature (``f`` is passed only to rules
+    that have an ``f`` parameter or ``**kwargs``: the coordinate-wise median has none). Every rank holds the same X and
     the rules are deterministic, so every rank computes the same result; nothing else is communicated.
     Bytes sent per rank: the tensor's (all_gather).
 
@@ -79,7 +81,17 @@ def robust_all_reduce(tensor: torch.Tensor, rule, f: int, group=None, **params) 
         dist.all_gather_into_tensor(X, src, group=g)
     else:  # the list form, which every backend has; the rows of X are the outputs
         dist.all_gather(list(X.unbind(0)), src, group=g)
-    return fn(X, f=f, **params)
+    if _takes_f(fn):
+        params["f"] = f
+    return fn(X, **params)
+
+
+def _takes_f(fn) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass f
+        return True
+    return any(p.name == "f" or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
 # ---- gossip -----------------------------------------------------------------------------------------------
@@ -201,6 +213,7 @@ class Dispatched:
     rows: [sum of recv_splits, h], this rank's experts' rows, grouped by source rank, and inside a
     source by local expert (in expert order). counts: (world, experts_per_rank) int64, rows per (source
     rank, local expert). send_splits / recv_splits: rows sent to / received from each rank.
+    total_rows: the rows of dispatch's x (trailing padding rows, never sent, included).
     """
 
     rows: torch.Tensor
@@ -208,6 +221,7 @@ class Dispatched:
     send_splits: list
     recv_splits: list
     group: object
+    total_rows: int
 
 
 def _expert_rows(plan) -> torch.Tensor:
@@ -230,8 +244,9 @@ def dispatch(x: torch.Tensor, plan, group=None) -> Dispatched:
     """Expert-parallel dispatch: sends each expert's rows to the rank that holds the expert.
 
     x: [rows, h], the rows of this rank's tokens grouped by expert in expert order (``moe.permute(tokens,
-    plan)``); plan: the ``moe.plan`` result (its per-expert row counts, ``offsets`` differences) or the
-    per-expert counts themselves. The E experts are split evenly over the n ranks: rank r holds experts
+    plan)``); plan: the ``moe.plan`` result or the per-expert counts themselves. With a Plan, expert e's
+    rows are x[offsets[e]:offsets[e+1]] (its padding rows, if any, travel with it) and rows from
+    offsets[E] on (align > 1 without capacity: padding up to the bound) are not sent. The E experts are split evenly over the n ranks: rank r holds experts
     r E/n .. (r+1) E/n - 1 (E must be a multiple of n). One all_to_all_single of the (n, E/n) count
     matrix, then one of the rows with those split sizes. Returns a ``Dispatched``; run the local experts
     on its rows, then ``combine``.
@@ -244,8 +259,9 @@ def dispatch(x: torch.Tensor, plan, group=None) -> Dispatched:
     E = per_expert.numel()
     if E % n:
         raise ValueError(f"plan: {E} experts do not split evenly over {n} ranks")
-    if int(per_expert.sum()) != x.shape[0]:
-        raise ValueError(f"x: expected {int(per_expert.sum())} rows (the plan's), got {x.shape[0]}")
+    used = int(per_expert.sum())
+    if x.shape[0] < used or (x.shape[0] != used and not hasattr(plan, "offsets")):
+        raise ValueError(f"x: expected {used} rows (the plan's), got {x.shape[0]}")
     if (per_expert < 0).any():
         raise ValueError("plan: negative expert counts")
     local = E // n
@@ -258,17 +274,19 @@ def dispatch(x: torch.Tensor, plan, group=None) -> Dispatched:
     send_splits = send_counts.sum(1).tolist()
     recv_splits = recv_counts.sum(1).tolist()
     rows = x.new_empty((sum(recv_splits), *x.shape[1:]))
-    dist.all_to_all_single(rows, x.contiguous(), recv_splits, send_splits, group=g)
-    return Dispatched(rows, recv_counts, send_splits, recv_splits, g)
+    dist.all_to_all_single(rows, x[:used].contiguous(), recv_splits, send_splits, group=g)
+    return Dispatched(rows, recv_counts, send_splits, recv_splits, g, x.shape[0])
 
 
 def combine(y: torch.Tensor, dispatched: Dispatched) -> torch.Tensor:
     """The inverse all-to-all of ``dispatch``: the local experts' outputs y (rows in the order
-    ``dispatched.rows`` had) go back to the ranks they came from. Returns [rows, ...] in the order of
-    dispatch's x (expert order), ready for ``moe.combine(out, plan, weights)``."""
-    if not isinstance(y, torch.Tensor) or y.shape[0] != dispatched.rows.shape[0]:
+    ``dispatched.rows`` had) go back to the ranks they came from. Returns [rows, ...] with the rows of
+    dispatch's x (expert order; trailing padding rows zero), ready for ``moe.combine(out, plan, weights)``."""
+    if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != dispatched.rows.shape[0]:
         raise ValueError(f"y: expected {dispatched.rows.shape[0]} rows like the dispatched ones")
-    out = y.new_empty((sum(dispatched.send_splits), *y.shape[1:]))
-    dist.all_to_all_single(out, y.contiguous(), dispatched.send_splits, dispatched.recv_splits,
+    used = sum(dispatched.send_splits)
+    out = y.new_empty((dispatched.total_rows, *y.shape[1:]))
+    out[used:].zero_()
+    dist.all_to_all_single(out[:used], y.contiguous(), dispatched.send_splits, dispatched.recv_splits,
                            group=dispatched.group)
     return out
