@@ -1,0 +1,50 @@
+// The weighted mean on the GPU: one thread per coordinate (grid-stride), adding the workers in index order,
+// as the CPU does: the same sums, bit for bit. Reads are coalesced along each row.
+#include <vector>
+
+#include "../common/cuda_utils.cuh"
+#include "mean.h"
+#include "rows_cuda.cuh"
+
+namespace ck::CK_BACKEND {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <class T>
+__global__ void mean_kernel(RowView<T> X, const acc_t<T>* __restrict__ w, acc_t<T> total, T* __restrict__ out) {
+  using A = acc_t<T>;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < X.d; j += int64_t(gridDim.x) * blockDim.x) {
+    A acc = w[0] * to_acc(X.row(0)[j]);
+    for (int64_t i = 1; i < X.n; ++i) acc += w[i] * to_acc(X.row(i)[j]);
+    out[j] = from_acc<T>(acc / total);
+  }
+}
+
+}  // namespace
+
+void mean(const Rows& X, const std::vector<double>& weights, const Array& out, Stream stream) {
+  check_mean_args(X, weights, out);
+  dispatch_float(X.dtype, "X", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    std::vector<A> w(size_t(X.n), A(1));
+    A total = A(X.n);
+    if (!weights.empty()) {
+      total = A(0);
+      for (size_t i = 0; i < w.size(); ++i) total += (w[i] = A(weights[i]));
+      check(total > 0 && std::isfinite(double(total)), "weights: their sum is not a positive finite number in the accumulation type");
+    }
+    if (X.d == 0) return;
+    DeviceGuard guard(stream);
+    const cudaStream_t s = cuda_stream(stream);
+    DeviceRows rows(X, s);
+    DeviceBuffer<A> device_w(w.size(), s);
+    CK_CUDA_CHECK(cudaMemcpyAsync(device_w.get(), w.data(), w.size() * sizeof(A), cudaMemcpyHostToDevice, s));
+    mean_kernel<T><<<grid_for(X.d, kThreads), kThreads, 0, s>>>(rows.view<T>(), device_w.get(), total,
+                                                                static_cast<T*>(out.data));
+    check_launch();
+  });
+}
+
+}  // namespace ck::CK_BACKEND
