@@ -1,0 +1,320 @@
+// MoE dispatch on the CPU. plan: a chunked stable counting sort (per-chunk histograms, a scan, an ordered
+// scatter of the pair indices), then one pass per expert that applies the capacity and writes the rows.
+// permute / combine / pair_dots: OpenMP over output rows, each output row written once, from gathered
+// input rows; combine and the dots accumulate in acc_t in slot order, so results do not depend on threads.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../common/cpu_features.h"
+#include "../common/parallel.h"
+#include "dispatch.h"
+#include "route.h"
+
+namespace ck::CK_BACKEND {
+namespace {
+
+constexpr int64_t kTile = 1024;  // elements of a row accumulated at once (an L1-resident acc buffer)
+
+template <class I>
+void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t* counts, int64_t* offsets,
+               int32_t* row_of, int32_t* src_of, int32_t* block_expert) {
+  const int64_t pairs = p.tokens * p.k, E = p.experts, rows = p.rows();
+  const int32_t sentinel = int32_t(pairs);
+  const int chunks = chunk_count(pairs, 1 << 14);
+  std::vector<int64_t> hist(size_t(chunks) * size_t(E), 0);
+  std::vector<char> bad(size_t(chunks), 0);
+  parallel_chunks(pairs, chunks, [&](int c, int64_t begin, int64_t end) {
+    int64_t* h = hist.data() + size_t(c) * size_t(E);
+    for (int64_t i = begin; i < end; ++i) {
+      const I e = ids[i];
+      if (e < 0 || e >= E) {
+        bad[size_t(c)] = 1;
+        return;
+      }
+      ++h[e];
+    }
+  });
+  for (char b : bad) check(!b, "ids: expected expert ids in [0, num_experts = " + std::to_string(E) + ")");
+  // hist[c][e] becomes the position in the expert-sorted list where chunk c's first pair of expert e goes
+  std::vector<int64_t> start(size_t(E) + 1, 0);
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t sum = start[size_t(e)];
+    for (int c = 0; c < chunks; ++c) {
+      int64_t& h = hist[size_t(c) * size_t(E) + size_t(e)];
+      const int64_t n = h;
+      h = sum;
+      sum += n;
+    }
+    start[size_t(e) + 1] = sum;
+  }
+  std::vector<int32_t> sorted(static_cast<size_t>(pairs));
+  parallel_chunks(pairs, chunks, [&](int c, int64_t begin, int64_t end) {
+    int64_t* h = hist.data() + size_t(c) * size_t(E);
+    for (int64_t i = begin; i < end; ++i) sorted[size_t(h[ids[i]]++)] = int32_t(i);
+  });
+  offsets[0] = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t routed = start[size_t(e) + 1] - start[size_t(e)];
+    offsets[e + 1] = p.capacity >= 0 ? (e + 1) * p.region() : offsets[e] + (routed + p.align - 1) / p.align * p.align;
+  }
+  parallel_for(E, 1, [&](int64_t e0, int64_t e1) {
+    std::vector<std::pair<double, int32_t>> cand;
+    for (int64_t e = e0; e < e1; ++e) {
+      const int32_t* list = sorted.data() + start[size_t(e)];
+      const int64_t routed = start[size_t(e) + 1] - start[size_t(e)];
+      const int64_t cap = p.capacity >= 0 ? std::min(routed, p.capacity) : routed;
+      // score policy: keep the pairs ranking at or above the cap-th best (weight desc, then pair index asc)
+      bool by_score = p.by_score && routed > cap;
+      double wt = 0;
+      int32_t it = 0;
+      if (by_score && cap == 0) {
+        by_score = false;  // nothing kept: the position rule (first 0) says the same
+      } else if (by_score) {
+        cand.resize(size_t(routed));
+        dispatch_weight(weights.dtype, "weights", [&](auto tag) {
+          using W = typename decltype(tag)::type;
+          const W* w = static_cast<const W*>(weights.data);
+          for (int64_t j = 0; j < routed; ++j) cand[size_t(j)] = {double(w[list[j]]), list[j]};
+        });
+        auto better = [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) {
+          return key_greater(a.first, b.first) || (!key_greater(b.first, a.first) && a.second < b.second);
+        };
+        std::nth_element(cand.begin(), cand.begin() + (cap - 1), cand.end(), better);
+        wt = cand[size_t(cap - 1)].first;
+        it = cand[size_t(cap - 1)].second;
+      }
+      int64_t row = offsets[e], kept = 0;
+      for (int64_t j = 0; j < routed; ++j) {
+        const int32_t pair = list[j];
+        bool keep;
+        if (by_score) {
+          double w = 0;
+          dispatch_weight(weights.dtype, "weights", [&](auto tag) {
+            using W = typename decltype(tag)::type;
+            w = double(static_cast<const W*>(weights.data)[pair]);
+          });
+          keep = key_greater(w, wt) || (!key_greater(wt, w) && pair <= it);
+        } else {
+          keep = j < cap;
+        }
+        if (keep) {
+          row_of[pair] = int32_t(row);
+          src_of[row++] = pair;
+          ++kept;
+        } else {
+          row_of[pair] = -1;
+        }
+      }
+      for (; row < offsets[e + 1]; ++row) src_of[row] = sentinel;
+      counts[e] = kept;
+    }
+  });
+  for (int64_t r = offsets[E]; r < rows; ++r) src_of[r] = sentinel;
+  if (p.align > 1) {
+    const int64_t blocks = rows / p.align;
+    for (int64_t b = offsets[E] / p.align; b < blocks; ++b) block_expert[b] = -1;
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t b = offsets[e] / p.align; b < offsets[e + 1] / p.align; ++b) block_expert[b] = int32_t(e);
+  }
+}
+
+// ---- row moves ----------------------------------------------------------------------------------------
+
+#define CK_ALWAYS_INLINE inline __attribute__((always_inline))
+
+template <class X, class W>
+CK_ALWAYS_INLINE void scale_row(const X* __restrict__ x, acc_t<X> w, X* __restrict__ out, int64_t h) {
+  for (int64_t i = 0; i < h; ++i) out[i] = from_acc<X>(acc_t<X>(to_acc(x[i])) * w);
+}
+
+template <class X, class W>
+CK_ALWAYS_INLINE void permute_rows(const X* x, const int32_t* src_of, const W* weights, const MoveParams& p, X* out,
+                                   int64_t r0, int64_t r1, char* bad) {
+  const int64_t h = p.hidden, pairs = p.tokens * p.k;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t s = src_of[r];
+    X* o = out + r * h;
+    if (s == pairs) {
+      std::memset(static_cast<void*>(o), 0, size_t(h) * sizeof(X));
+    } else if (s < 0 || s > pairs) {
+      *bad = 1;
+      return;
+    } else if (weights) {
+      scale_row<X, W>(x + s / p.k * h, acc_t<X>(weights[s]), o, h);
+    } else {
+      std::memcpy(static_cast<void*>(o), x + s / p.k * h, size_t(h) * sizeof(X));
+    }
+  }
+}
+
+template <class X, class W>
+CK_ALWAYS_INLINE void combine_rows(const X* y, const int32_t* row_of, const W* weights, const MoveParams& p, X* out,
+                                   int64_t t0, int64_t t1, char* bad) {
+  using A = acc_t<X>;
+  const int64_t h = p.hidden, k = p.k;
+  alignas(64) A acc[kTile];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int32_t* rows = row_of + t * k;
+    for (int64_t j = 0; j < k; ++j)
+      if (rows[j] < -1 || rows[j] >= p.rows) {
+        *bad = 1;
+        return;
+      }
+    for (int64_t i0 = 0; i0 < h; i0 += kTile) {
+      const int64_t n = std::min(kTile, h - i0);
+      for (int64_t i = 0; i < n; ++i) acc[i] = A(0);
+      for (int64_t j = 0; j < k; ++j) {
+        if (rows[j] < 0) continue;
+        const X* __restrict__ src = y + int64_t(rows[j]) * h + i0;
+        if (weights) {
+          const A w = A(weights[t * k + j]);
+          for (int64_t i = 0; i < n; ++i) acc[i] += w * A(to_acc(src[i]));
+        } else {
+          for (int64_t i = 0; i < n; ++i) acc[i] += A(to_acc(src[i]));
+        }
+      }
+      X* __restrict__ o = out + t * h + i0;
+      for (int64_t i = 0; i < n; ++i) o[i] = from_acc<X>(acc[i]);
+    }
+  }
+}
+
+// dot(a, b) with 16 independent partial sums (vectorisable without reassociation), combined in a fixed order.
+template <class X>
+CK_ALWAYS_INLINE acc_t<X> dot_row(const X* __restrict__ a, const X* __restrict__ b, int64_t h) {
+  using A = acc_t<X>;
+  A part[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= h; i += 16)
+    for (int l = 0; l < 16; ++l) part[l] += A(to_acc(a[i + l])) * A(to_acc(b[i + l]));
+  for (int l = 0; i < h; ++i, ++l) part[l] += A(to_acc(a[i])) * A(to_acc(b[i]));
+  for (int s = 8; s >= 1; s /= 2)
+    for (int l = 0; l < s; ++l) part[l] += part[l + s];
+  return part[0];
+}
+
+template <class X, class W>
+CK_ALWAYS_INLINE void dot_rows(const X* a, const X* b, const int32_t* row_of, const MoveParams& p, W* out, int64_t t0,
+                               int64_t t1, char* bad) {
+  const int64_t h = p.hidden;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t j = 0; j < p.k; ++j) {
+      const int32_t r = row_of[t * p.k + j];
+      if (r < -1 || r >= p.rows) {
+        *bad = 1;
+        return;
+      }
+      out[t * p.k + j] = r < 0 ? W(0) : W(dot_row(a + t * h, b + int64_t(r) * h, h));
+    }
+}
+
+// The same loops compiled twice: for any x86-64, and for AVX-512 where the CPU has it.
+#define CK_MOVE_VARIANTS(name, args, call)                                                  \
+  template <class X, class W> void name##_base args { call; }                               \
+  template <class X, class W> CK_MOVE_TARGET void name##_avx512 args { call; }              \
+  template <class X, class W> void name##_best args {                                       \
+    if (has_avx512()) name##_avx512<X, W> CK_MOVE_FORWARD;                                  \
+    else name##_base<X, W> CK_MOVE_FORWARD;                                                 \
+  }
+
+#ifdef CK_AVX512
+#define CK_MOVE_TARGET CK_AVX512
+#else
+#define CK_MOVE_TARGET
+#endif
+
+#define CK_MOVE_FORWARD (x, idx, w, p, out, a0, a1, bad)
+CK_MOVE_VARIANTS(permute, (const X* x, const int32_t* idx, const W* w, const MoveParams& p, X* out, int64_t a0,
+                           int64_t a1, char* bad), (permute_rows<X, W>(x, idx, w, p, out, a0, a1, bad)))
+CK_MOVE_VARIANTS(combine, (const X* x, const int32_t* idx, const W* w, const MoveParams& p, X* out, int64_t a0,
+                           int64_t a1, char* bad), (combine_rows<X, W>(x, idx, w, p, out, a0, a1, bad)))
+#undef CK_MOVE_FORWARD
+#define CK_MOVE_FORWARD (x, b, idx, p, out, a0, a1, bad)
+CK_MOVE_VARIANTS(dots, (const X* x, const X* b, const int32_t* idx, const MoveParams& p, W* out, int64_t a0,
+                        int64_t a1, char* bad), (dot_rows<X, W>(x, b, idx, p, out, a0, a1, bad)))
+#undef CK_MOVE_FORWARD
+
+// Calls f(X tag, W tag): X the rows' float type, W the weights' (float when there are none).
+template <class F>
+void dispatch_move(DType x, bool weighted, DType w, F&& f) {
+  dispatch_float(x, "x", [&](auto xt) {
+    if (!weighted) return f(xt, TypeTag<float>{});
+    dispatch_weight(w, "weights", [&](auto wt) { f(xt, wt); });
+  });
+}
+
+int64_t rows_grain(int64_t hidden) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(hidden, 1)); }
+
+}  // namespace
+
+void moe_plan(const Array& ids, const PlanParams& p, const Array& weights, const Array& counts, const Array& offsets,
+              const Array& row_of, const Array& src_of, const Array& block_expert, Stream) {
+  check_plan_args(ids, p, weights, counts, offsets, row_of, src_of, block_expert);
+  dispatch_index(ids.dtype, "ids", [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    plan_impl(static_cast<const I*>(ids.data), p, weights, static_cast<int64_t*>(counts.data),
+              static_cast<int64_t*>(offsets.data), static_cast<int32_t*>(row_of.data),
+              static_cast<int32_t*>(src_of.data), static_cast<int32_t*>(block_expert.data));
+  });
+}
+
+void moe_permute(const Array& x, const Array& src_of, const Array& weights, const MoveParams& p, const Array& out,
+                 Stream) {
+  check_move_args(p, x, p.tokens, src_of, weights, out, p.rows);
+  check(src_of.size == p.rows, "plan.src_of: expected rows elements");
+  dispatch_move(x.dtype, p.weighted, weights.dtype, [&](auto xt, auto wt) {
+    using X = typename decltype(xt)::type;
+    using W = typename decltype(wt)::type;
+    const W* w = p.weighted ? static_cast<const W*>(weights.data) : nullptr;
+    std::vector<char> bad(size_t(std::max<int64_t>(1, (p.rows + rows_grain(p.hidden) - 1) / rows_grain(p.hidden))), 0);
+    const int64_t grain = rows_grain(p.hidden);
+    parallel_for(p.rows, grain, [&](int64_t r0, int64_t r1) {
+      permute_best<X, W>(static_cast<const X*>(x.data), static_cast<const int32_t*>(src_of.data), w, p,
+                         static_cast<X*>(out.data), r0, r1, &bad[size_t(r0 / grain)]);
+    });
+    for (char b : bad) check(!b, "plan.src_of: expected pair indices in [0, T*k] (T*k marks padding)");
+  });
+}
+
+void moe_combine(const Array& y, const Array& row_of, const Array& weights, const MoveParams& p, const Array& out,
+                 Stream) {
+  check_move_args(p, y, p.rows, row_of, weights, out, p.tokens);
+  check(row_of.size == p.tokens * p.k, "plan.row_of: expected T * k elements");
+  dispatch_move(y.dtype, p.weighted, weights.dtype, [&](auto xt, auto wt) {
+    using X = typename decltype(xt)::type;
+    using W = typename decltype(wt)::type;
+    const W* w = p.weighted ? static_cast<const W*>(weights.data) : nullptr;
+    const int64_t grain = std::max<int64_t>(1, rows_grain(p.hidden) / p.k);
+    std::vector<char> bad(size_t(std::max<int64_t>(1, (p.tokens + grain - 1) / grain)), 0);
+    parallel_for(p.tokens, grain, [&](int64_t t0, int64_t t1) {
+      combine_best<X, W>(static_cast<const X*>(y.data), static_cast<const int32_t*>(row_of.data), w, p,
+                         static_cast<X*>(out.data), t0, t1, &bad[size_t(t0 / grain)]);
+    });
+    for (char b : bad) check(!b, "plan.row_of: expected rows in [-1, rows)");
+  });
+}
+
+void moe_pair_dots(const Array& a, const Array& b, const Array& row_of, const MoveParams& p, const Array& out,
+                   Stream) {
+  check(a.size == p.tokens * p.hidden && b.size == p.rows * p.hidden, "a, b: sizes do not match the plan");
+  if (a.dtype != b.dtype) throw TypeError("b: expected a's dtype");
+  check(row_of.size == p.tokens * p.k && out.size == p.tokens * p.k, "row_of, out: expected T * k elements");
+  row_of.as<int32_t>("row_of");
+  dispatch_float(a.dtype, "a", [&](auto xt) {
+    dispatch_weight(out.dtype, "out", [&](auto wt) {
+      using X = typename decltype(xt)::type;
+      using W = typename decltype(wt)::type;
+      const int64_t grain = std::max<int64_t>(1, rows_grain(p.hidden) / p.k);
+      std::vector<char> bad(size_t(std::max<int64_t>(1, (p.tokens + grain - 1) / grain)), 0);
+      parallel_for(p.tokens, grain, [&](int64_t t0, int64_t t1) {
+        dots_best<X, W>(static_cast<const X*>(a.data), static_cast<const X*>(b.data),
+                        static_cast<const int32_t*>(row_of.data), p, static_cast<W*>(out.data), t0, t1,
+                        &bad[size_t(t0 / grain)]);
+      });
+      for (char bb : bad) check(!bb, "plan.row_of: expected rows in [-1, rows)");
+    });
+  });
+}
+
+}  // namespace ck::CK_BACKEND
