@@ -5,11 +5,11 @@ Families: ``commkernels.compress`` (gradient compression). See README.md and sha
 
 from __future__ import annotations
 
-from . import _backend, aggregate, compress, moe
+from . import _backend, aggregate, compress, graph, moe
 from ._info import info
 
 __version__ = "0.1.0"
-__all__ = ["aggregate", "compress", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["aggregate", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def set_num_threads(n: int) -> None:
