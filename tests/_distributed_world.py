@@ -250,7 +250,8 @@ def target_collectives(rank: int, world: int, outdir: str) -> None:
     x = rank_tensor(rank)
     out["robust_callable"] = ckd.robust_all_reduce(x, trimmed_mean_rule, f=(world - 1) // 2)
     try:
-        out["robust_named"] = ckd.robust_all_reduce(x, "median", f=(world - 1) // 2)
+        out["robust_median"] = ckd.robust_all_reduce(x, "median", f=(world - 1) // 2)
+        out["robust_trimmed_mean"] = ckd.robust_all_reduce(x, "trimmed_mean", f=(world - 1) // 2)
     except ValueError as error:
         out["robust_named_error"] = str(error)
     out["gossip_static"] = ckd.gossip(x, static_mixing(world))
@@ -289,7 +290,62 @@ def target_collectives(rank: int, world: int, outdir: str) -> None:
     padded = torch.cat([rows, torch.zeros(2, HIDDEN_MOE)])  # a Plan's trailing padding rows stay home
     d3 = ckd.dispatch(padded, plan)
     out["padded_roundtrip"] = ckd.combine(d3.rows * 1.0, d3)
+    out.update(_with_other_families(rank, world, x))
     torch.save(out, os.path.join(outdir, f"collectives-rank{rank}.pt"))
+
+
+TOP_K = 2
+
+
+def routing(rank: int, num_experts: int):
+    """Each token's top-2 distinct experts and their weights on this rank (seeded), and the tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(7000 + rank)
+    ids = torch.stack([torch.randperm(num_experts, generator=g)[:TOP_K] for _ in range(TOKENS)])
+    weights = torch.rand(TOKENS, TOP_K, generator=g)
+    return ids, weights, torch.randn(TOKENS, HIDDEN_MOE, generator=g)
+
+
+def experts_apply(rows, plan_offsets):
+    """The MoE layer's experts in one process: expert e multiplies its rows by e + 1."""
+    out = rows.clone()
+    for e in range(len(plan_offsets) - 1):
+        out[int(plan_offsets[e]):int(plan_offsets[e + 1])] *= float(e + 1)
+    return out
+
+
+def _with_other_families(rank: int, world: int, x) -> dict:
+    """What needs commkernels.graph / commkernels.moe, when they are installed."""
+    import importlib.util
+
+    import commkernels.distributed as ckd
+
+    out = {}
+    if importlib.util.find_spec("commkernels.graph") is not None:
+        from commkernels.graph import Graph
+
+        out["gossip_graph"] = ckd.gossip(x, Graph.from_dense(static_mixing(world)))
+    if importlib.util.find_spec("commkernels.moe") is not None:
+        import torch
+
+        from commkernels import moe
+
+        num_experts = 2 * world
+        local = num_experts // world
+        ids, weights, tokens = routing(rank, num_experts)
+        for align in (1, 4):
+            p = moe.plan(ids, num_experts, align=align)
+            d = ckd.dispatch(moe.permute(tokens, p), p)
+            parts, at = [], 0
+            for src in range(world):
+                for e in range(local):
+                    c = int(d.counts[src, e])
+                    parts.append(d.rows[at:at + c] * float(rank * local + e + 1))
+                    at += c
+            back = ckd.combine(torch.cat(parts), d)
+            out[f"moe_layer_align{align}"] = moe.combine(back.contiguous(), p, weights)
+    return out
 
 
 TARGETS = {"hooks": target_hooks, "collectives": target_collectives, "die": target_die, "hang": target_hang}

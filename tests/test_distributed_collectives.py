@@ -68,9 +68,10 @@ def test_robust_all_reduce_by_name(results, n):
         return
     import commkernels.aggregate as agg
 
-    _same_on_every_rank(res, "robust_named")
     X = torch.from_numpy(_inputs(n)).float()
-    assert torch.equal(res[0]["robust_named"], agg.median(X, f=(n - 1) // 2))
+    for key, expected in (("robust_median", agg.median(X)), ("robust_trimmed_mean", agg.trimmed_mean(X, (n - 1) // 2))):
+        _same_on_every_rank(res, key)
+        assert torch.equal(res[0][key], expected)
 
 
 @pytest.mark.parametrize("n", WORLDS)
@@ -148,6 +149,31 @@ def test_dispatch_sends_each_experts_rows_to_its_rank_and_combine_brings_them_ba
         assert torch.equal(res["combined"], x * (e.float() + 1)[:, None])
         assert torch.equal(res["roundtrip"], x)
         assert torch.equal(res["padded_roundtrip"], torch.cat([x, torch.zeros(2, x.shape[1])]))
+
+
+@pytest.mark.parametrize("n", WORLDS)
+def test_gossip_with_a_graph_is_gossip_with_its_matrix(results, n):
+    if importlib.util.find_spec("commkernels.graph") is None:
+        pytest.skip("commkernels.graph is not installed")
+    for r in results[n]:
+        assert torch.equal(r["gossip_graph"], r["gossip_static"])
+
+
+@pytest.mark.parametrize("align", [1, 4])
+@pytest.mark.parametrize("n", WORLDS)
+def test_expert_parallel_moe_layer_equals_the_single_process_layer(results, n, align):
+    """moe.plan -> moe.permute -> dispatch -> experts on their ranks -> combine -> moe.combine equals the
+    same layer with every expert in one process (plan, permute, experts, combine), bitwise."""
+    if importlib.util.find_spec("commkernels.moe") is None:
+        pytest.skip("commkernels.moe is not installed")
+    from commkernels import moe
+
+    E = 2 * n
+    for r, res in enumerate(results[n]):
+        ids, weights, tokens = world.routing(r, E)
+        p = moe.plan(ids, E, align=align)
+        rows = world.experts_apply(moe.permute(tokens, p), p.offsets)
+        assert torch.equal(res[f"moe_layer_align{align}"], moe.combine(rows, p, weights))
 
 
 # ---- argument checks (a world of one, in this process) -------------------------------------------------

@@ -362,6 +362,24 @@ def test_hooks_register_directly_and_keep_a_lone_rank_exact(single_rank_group, n
     assert state.steps == 2 and state.bytes_total > 0
 
 
+def test_powersgd_with_nothing_worth_compressing_sends_the_mean(single_rank_group):
+    import commkernels.distributed as ckd
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.manual_seed(0)
+    model, reference = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    reference.load_state_dict(model.state_dict())
+    ddp = DDP(model)
+    state = ckd.PowerSGDState(rank=1)  # (2 + 3) * 1 * 2 >= 2 * 3: the weight is sent as it is
+    ddp.register_comm_hook(state, ckd.powersgd_hook)
+    x = torch.randn(4, 3)
+    ddp(x).sum().backward()
+    reference(x).sum().backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    assert state.bytes_last_step == 8 * 4 and not state.qs
+
+
 # ---- a world that fails must fail the test, within a bound ----------------------------------------------
 
 def test_a_rank_that_dies_fails_the_world_quickly(tmp_path):

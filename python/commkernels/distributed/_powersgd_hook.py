@@ -113,8 +113,9 @@ def powersgd_hook(state: PowerSGDState, bucket: dist.GradBucket) -> torch.future
         torch.matmul(a, q, out=p_view)
         ps.append(p_view)
         at += n * r
-    dist.all_reduce(first, group=group)
-    first.div_(world)
+    if first.numel():  # (every rank has the same plan, so all skip together)
+        dist.all_reduce(first, group=group)
+        first.div_(world)
     at = 0
     for t in plain:
         t.copy_(first[at:at + t.numel()])
@@ -130,8 +131,9 @@ def powersgd_hook(state: PowerSGDState, bucket: dist.GradBucket) -> torch.future
         torch.matmul(a.t(), p_view, out=q_view)
         new_qs.append(q_view)
         at += m * r
-    dist.all_reduce(second, group=group)
-    second.div_(world)
+    if second.numel():
+        dist.all_reduce(second, group=group)
+        second.div_(world)
     for (a, q, _), p_view, q_new in zip(mats, ps, new_qs):
         q.copy_(q_new)  # the warm start of the next step
         torch.matmul(p_view, q.t(), out=a)  # the result, in the bucket
