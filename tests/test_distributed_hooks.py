@@ -321,7 +321,8 @@ def test_states_check_their_arguments(single_rank_group):
     assert (state.world_size, state.rank, state.steps, state.bytes_total) == (1, 0, 0, 0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64],
+                         ids=["float32", "bfloat16", "float64"])
 @pytest.mark.parametrize("name", list(world.HOOKS))
 def test_hooks_register_directly_and_keep_a_lone_rank_exact(single_rank_group, name, dtype):
     """register_comm_hook accepts each hook as it is (DDP checks its annotations); in a world of one, the

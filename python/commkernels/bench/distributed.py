@@ -52,7 +52,8 @@ OURS = {
     "randk_hook": ("RandKState", "randk_hook", dict(ratio=0.01, seed=1), "k/d=1%, EF, shared seed"),
     "sign_hook": ("SignState", "sign_hook", dict(scale="l1"), "1 bit, worker+server EF"),
     "qsgd_hook": ("QsgdState", "qsgd_hook", dict(levels=15, bucket_size=512, seed=1), "s=15 (5 bits), bucket 512"),
-    "powersgd_hook": ("PowerSGDState", "powersgd_hook", dict(rank=POWERSGD_RANK), f"rank {POWERSGD_RANK}, EF, warm start"),
+    "powersgd_hook": ("PowerSGDState", "powersgd_hook", dict(rank=POWERSGD_RANK),
+                      f"rank {POWERSGD_RANK}, EF, warm start"),
 }
 BASELINES = ("DDP allreduce", "torch fp16_compress_hook", f"torch powerSGD_hook r={POWERSGD_RANK}")
 SHORT = dict(zip(BASELINES, ("allreduce", "fp16", "torch PowerSGD")))

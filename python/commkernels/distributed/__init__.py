@@ -19,8 +19,10 @@ Collectives (``_collectives``): ``robust_all_reduce(tensor, rule, f, group)`` (a
 ``commkernels.aggregate`` rule: the same result on every rank), ``gossip(tensor, graph, step, group)``
 (one mixing round with neighbours only, batch_isend_irecv; static, time-varying or one-peer exponential
 graphs) and ``push_sum`` (directed graphs), ``dispatch(x, plan, group)`` / ``combine(y, dispatched)``
-(expert parallel, all_to_all_single with split sizes from an MoE plan's counts). Importing this module imports torch. The hook modules do not use ``from __future__
-import annotations``: DDP's ``register_comm_hook`` checks the hooks' annotations as objects.
+(expert parallel, all_to_all_single with split sizes from an MoE plan's counts).
+
+Importing this module imports torch. The hook modules do not use ``from __future__ import annotations``:
+DDP's ``register_comm_hook`` checks the hooks' annotations as objects.
 """
 
 from ._collectives import (Dispatched, combine, dispatch, gossip, mixing_matrix, one_peer_exponential, push_sum,

@@ -61,8 +61,9 @@ def robust_all_reduce(tensor: torch.Tensor, rule, f: int, group=None, **params) 
     all_gather of the n tensors into an (n, *shape) tensor X (row i = group rank i), then
     ``rule(X, f=f, **params)``: ``rule`` is the name of a ``commkernels.aggregate`` rule ("median",
     "trimmed_mean", "krum", ...) or any callable with that signature (``f`` is passed only to rules
-    that have an ``f`` parameter or ``**kwargs``: the coordinate-wise median has none). Every rank holds the same X and
-    the rules are deterministic, so every rank computes the same result; nothing else is communicated.
+    that have an ``f`` parameter or ``**kwargs``: the coordinate-wise median has none). Every rank holds
+    the same X and the rules are deterministic, so every rank computes the same result; nothing else is
+    communicated.
     Bytes sent per rank: the tensor's (all_gather).
 
     tensor: a float tensor of the same shape and dtype on every rank (contiguous or not; it is not
@@ -180,7 +181,8 @@ def push_sum(tensor: torch.Tensor, weight: torch.Tensor, graph, step: int = 0, g
     P = ``mixing_matrix(graph, n, step)`` must be column-stochastic (each sender's weights sum to 1:
     ValueError otherwise), e.g. P[k, j] = 1 / (out_degree(j) + 1) for j's out-neighbours and itself.
     Rank j sends its (x_j, w_j) to each out-neighbour k (P[k, j] != 0) in one batch_isend_irecv (x and w
-    travel as one tensor). weight: a 1-element float tensor (start with 1). Sums as in ``gossip``.
+    travel as one tensor, in float32, float64 for float64). weight: a 1-element float tensor (start
+    with 1). Sums as in ``gossip``.
     Returns (x', w') as new tensors.
     """
     g = _group(group)
@@ -246,10 +248,10 @@ def dispatch(x: torch.Tensor, plan, group=None) -> Dispatched:
     x: [rows, h], the rows of this rank's tokens grouped by expert in expert order (``moe.permute(tokens,
     plan)``); plan: the ``moe.plan`` result or the per-expert counts themselves. With a Plan, expert e's
     rows are x[offsets[e]:offsets[e+1]] (its padding rows, if any, travel with it) and rows from
-    offsets[E] on (align > 1 without capacity: padding up to the bound) are not sent. The E experts are split evenly over the n ranks: rank r holds experts
-    r E/n .. (r+1) E/n - 1 (E must be a multiple of n). One all_to_all_single of the (n, E/n) count
-    matrix, then one of the rows with those split sizes. Returns a ``Dispatched``; run the local experts
-    on its rows, then ``combine``.
+    offsets[E] on (align > 1 without capacity: padding up to the bound) are not sent. The E experts are
+    split evenly over the n ranks: rank r holds experts r E/n .. (r+1) E/n - 1 (E must be a multiple of n).
+    One all_to_all_single of the (n, E/n) count matrix, then one of the rows with those split sizes.
+    Returns a ``Dispatched``; run the local experts on its rows, then ``combine``.
     """
     g = _group(group)
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
