@@ -109,6 +109,7 @@ def loss_of(model, x, y):
 # name -> (state class name, keyword arguments): the hook configurations the tests check
 HOOKS = {
     "topk": ("TopKState", dict(ratio=0.1)),
+    "topk_packed": ("TopKState", dict(ratio=0.1, index_codec="auto")),
     "randk": ("RandKState", dict(ratio=0.25, seed=7)),
     "randk_unbiased": ("RandKState", dict(ratio=0.25, seed=7, error_feedback=False)),
     "sign": ("SignState", dict(scale="l1")),

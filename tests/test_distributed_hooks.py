@@ -80,13 +80,16 @@ def _simulate_topk(steps, n_ranks, shapes, kw):
         inputs, positions = [c["input"] for c in calls], calls[0]["params"]
         d = inputs[0].numel()
         k = _count_k(kw["ratio"], d)
-        dense = []
+        dense, packed = [], []
         for r in range(n_ranks):
             flat = _flat(res[r], positions)
             msg = ck.ef_topk_(inputs[r], flat, k)
             _split_into(flat, res[r], positions)
             dense.append(ck.decompress(msg))
-        yield dense, None, k * 8
+            if kw.get("index_codec") is not None:
+                packed.append(ck.nbytes(msg, kw["index_codec"]))
+        # raw: k float32 values + k int32 indices; packed: the lengths (8 bytes) + the longest buffer
+        yield dense, None, (8 + max(packed)) if packed else k * 8
 
 
 def _simulate_randk(steps, n_ranks, shapes, kw):
@@ -301,6 +304,8 @@ def test_states_check_their_arguments(single_rank_group):
 
     with pytest.raises(ValueError, match="ratio"):
         ckd.TopKState(ratio=0.0)
+    with pytest.raises(ValueError, match="index_codec"):
+        ckd.TopKState(index_codec="zip")
     with pytest.raises(ValueError, match="ratio"):
         ckd.RandKState(ratio=1.5)
     with pytest.raises(TypeError, match="seed"):

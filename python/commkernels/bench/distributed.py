@@ -49,6 +49,8 @@ BUCKET_CAP_MB = 32  # the whole model in one bucket, for every contender (see th
 # name -> (commkernels.distributed state class, hook, keyword arguments, the table's parameter text)
 OURS = {
     "topk_hook": ("TopKState", "topk_hook", dict(ratio=0.01), "k/d=1%, EF"),
+    "topk_hook[packed]": ("TopKState", "topk_hook", dict(ratio=0.01, index_codec="auto"),
+                          "k/d=1%, EF, pack(auto)"),
     "randk_hook": ("RandKState", "randk_hook", dict(ratio=0.01, seed=1), "k/d=1%, EF, shared seed"),
     "sign_hook": ("SignState", "sign_hook", dict(scale="l1"), "1 bit, worker+server EF"),
     "qsgd_hook": ("QsgdState", "qsgd_hook", dict(levels=15, bucket_size=512, seed=1), "s=15 (5 bits), bucket 512"),
@@ -201,7 +203,7 @@ def _case(name: str) -> Case:
     numel = 2 * WIDTH * WIDTH + 2 * WIDTH
     columns = {"model": f"MLP {numel / 1e6:.2f}M", "world": f"{WORLD_SIZE} gloo", "hook": OURS[name][3]}
     params = {"d": numel, "world_size": WORLD_SIZE, "batch": BATCH}
-    case = Case(family=FAMILY, kernel=name, ours=f"commkernels.distributed.{name}", columns=columns,
+    case = Case(family=FAMILY, kernel=name, ours=f"commkernels.distributed.{OURS[name][1]}", columns=columns,
                 params=params, floor_bytes=1, prepare=lambda: None)
 
     def prepare() -> Prepared:
