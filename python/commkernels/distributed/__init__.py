@@ -5,7 +5,7 @@ DDP communication hooks, each a state class and a hook function for
 
 | state, hook | what a rank sends per bucket of d elements | collective |
 |---|---|---|
-| ``TopKState``, ``topk_hook`` | k values + k int32 indices (ef_topk_, error feedback) | all_gather |
+| ``TopKState``, ``topk_hook`` | k values + k int32 indices (ef_topk_, EF), or a pack()ed buffer | all_gather |
 | ``RandKState``, ``randk_hook`` | k values (indices from the shared seed) | all_reduce |
 | ``SignState``, ``sign_hook`` | ceil(d / 8) sign bytes + a float32 scale (worker and server EF) | all_gather |
 | ``QsgdState``, ``qsgd_hook`` | packed QSGD codes + float32 norms | all_gather |
