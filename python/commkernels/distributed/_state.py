@@ -10,6 +10,7 @@ sending uncompressed for the first ``start_powerSGD_iter`` iterations). Here sta
 bucket's *parameters* (their identities, in order) and every element of it belongs to one parameter: when
 a bucket of a new composition arrives, its residual is assembled from where each of its parameters' pieces
 lived before (zero for a parameter never seen), so error feedback carries on across a rebuild exactly.
+A state belongs to one model: it keeps references to the parameters it has seen.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Residuals:
 
     def __init__(self) -> None:
         self._flat: dict[tuple[int, ...], torch.Tensor] = {}
-        self._where: dict[int, tuple[tuple[int, ...], int]] = {}  # id(param) -> (bucket key, offset)
+        # id(param) -> (bucket key, offset, param): the parameter is kept alive, so its id cannot be reused
+        self._where: dict[int, tuple[tuple[int, ...], int, torch.Tensor]] = {}
 
     def get(self, layout: Layout, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         flat = self._flat.get(layout.key)
@@ -69,9 +71,9 @@ class Residuals:
             old = self._where.get(id(p))
             if old is not None:
                 flat[off:off + n].copy_(self._flat[old[0]][old[1]:old[1] + n])
-            self._where[id(p)] = (layout.key, off)
+            self._where[id(p)] = (layout.key, off, p)
         self._flat[layout.key] = flat
-        alive = {key for key, _ in self._where.values()}
+        alive = {key for key, _, _ in self._where.values()}
         for key in [key for key in self._flat if key not in alive]:
             del self._flat[key]
         return flat
@@ -81,7 +83,7 @@ class Residuals:
         where = self._where.get(id(p))
         if where is None:
             return None
-        key, off = where
+        key, off, _ = where
         return self._flat[key][off:off + p.numel()]
 
     def clear(self) -> None:
