@@ -426,3 +426,13 @@ def test_a_rank_that_hangs_is_killed_at_the_bound(tmp_path):
     with pytest.raises(world.WorldFailed, match="did not finish within 10 s"):
         world.run_world("hang", 2, str(tmp_path), timeout=10, pg_timeout=600)
     assert time.monotonic() - start < 20
+
+
+def test_bench_family_lists_a_case_per_hook_without_starting_a_world():
+    from commkernels.bench import distributed as bench, registry
+
+    assert "distributed" in registry.FAMILIES
+    assert bench.cases("cuda", quick=True) == []
+    cases = bench.cases("cpu", quick=True)
+    assert [c.kernel for c in cases] == list(bench.OURS)
+    assert bench._world is None  # nothing runs until a case is prepared
