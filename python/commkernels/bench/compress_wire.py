@@ -10,8 +10,7 @@
   "exact" against torch.topk(|x|, k).min() and "sample" against a torch sample + topk (DGC's recipe).
 - ``wire_size_table()``: bytes per sent element of every index codec next to int64 / int32 + values.
 
-Rows join the "compress" family: ``commkernels.bench.compress.cases`` (or the registry) must add
-``compress_wire.cases(...)`` for the CLI to run them.
+Rows join the "compress" family (bench/registry.py lists this module under it).
 """
 
 from __future__ import annotations

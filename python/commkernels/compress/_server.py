@@ -5,6 +5,7 @@ with top-k, keep what was not sent."""
 from __future__ import annotations
 
 from .. import _backend, _checks
+from ._aggregate import sparse_aggregate
 from ._sparse import _MAX_SIZE, SparseMsg, ef_topk_
 
 _DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -17,10 +18,10 @@ class ServerCompressor:
     ``ef_topk_(buffer, residual, k)``: p = residual + aggregate, the message is topk(p, k), and the
     server residual keeps p with the sent entries zeroed (EF14 on the server).
 
-    Deterministic: the aggregate is a scatter-add of each message's values into the buffer, one message
-    after the other in list order (a message's indices are distinct, so no atomics and no races), in the
-    accumulation dtype: float32, or float64 when ``dtype`` is float64. The buffer and the residual are
-    allocated once, here.
+    Deterministic: the aggregate is one sparse_aggregate pass into the buffer (each element added up in
+    message list order, no atomics) in the accumulation dtype: float32, or float64 when ``dtype`` is
+    float64. Message indices must be strictly ascending in [0, size), as every SparseMsg the library makes
+    is (ValueError otherwise). The buffer and the residual are allocated once, here.
 
     size: elements of the dense vector. k: entries per downlink message, 0 <= k <= size.
     dtype: the wire dtype of the downlink values (float32, float64, float16 or bfloat16). For a 16-bit
@@ -46,21 +47,13 @@ class ServerCompressor:
         self.residual = _zeros(_backend.empty(like, self.size, self.acc_dtype))
 
     def aggregate(self, msgs, average: bool = True):
-        """The dense sum (or mean) of msgs, in the server's buffer (overwritten, returned)."""
-        msgs = list(msgs)
-        buf = _zeros(self.buffer)
-        for j, msg in enumerate(msgs):
-            values, indices = self._check(msg, j)
-            if _backend.dtype_name(values) != self.acc_dtype:
-                values = values.to(buf.dtype) if _backend.is_torch(values) else values.astype(self.acc_dtype)
-            # distinct indices within a message: a plain indexed add is exact and deterministic
-            buf[indices] += values
-        if average and msgs:
-            if _backend.is_torch(buf):
-                buf.div_(len(msgs))
-            else:
-                buf /= buf.dtype.type(len(msgs))
-        return buf
+        """The dense sum (or mean) of msgs, in the server's buffer (overwritten, returned): one
+        sparse_aggregate pass, after the values are cast to the accumulation dtype where they differ
+        (k values per message, not the dense vector)."""
+        msgs = [self._check(msg, j) for j, msg in enumerate(msgs)]
+        if not msgs:
+            return _zeros(self.buffer)
+        return sparse_aggregate(msgs, self.size, average=average, out=self.buffer)
 
     def step(self, msgs, average: bool = True) -> SparseMsg:
         """Aggregates msgs (mean when ``average``, else sum), adds the residual, recompresses; returns the
@@ -99,12 +92,11 @@ class ServerCompressor:
             raise ValueError(f"{name}.size: expected {self.size}, got {size}")
         if _backend.numel(values) != _backend.numel(indices):
             raise ValueError(f"{name}: {_backend.numel(values)} values but {_backend.numel(indices)} indices")
-        values, indices = values.reshape(-1), indices.reshape(-1)
-        if _backend.numel(indices) and not _backend.is_compiling():
-            low, high = int(indices.min()), int(indices.max())
-            if low < 0 or high >= self.size:
-                raise ValueError(f"{name}.indices: expected indices in [0, {self.size}), got [{low}, {high}]")
-        return values, indices.long() if _backend.is_torch(indices) else indices
+        if _backend.dtype_name(values) != self.acc_dtype:
+            values = values.to(self.buffer.dtype) if _backend.is_torch(values) else values.astype(self.acc_dtype)
+        if _backend.dtype_name(indices) != "int64":  # one index dtype for sparse_aggregate
+            indices = indices.long() if _backend.is_torch(indices) else indices.astype("int64")
+        return SparseMsg(values.reshape(-1), indices.reshape(-1), size)
 
 
 def _zeros(a):
