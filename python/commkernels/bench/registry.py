@@ -12,6 +12,8 @@ import importlib
 
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
+    "moe": ("moe",),
+    "distributed": ("distributed",),
 }
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
