@@ -202,7 +202,7 @@ class Graph:
         self.index_dtype = _backend.dtype_name(src)
         self.edge_weight = _check_weight(edge_weight, src, self.num_edges)
         self._cache: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # builders of one view read others
 
     # ---- constructors -------------------------------------------------------------------------------
 

@@ -4,6 +4,6 @@ Each reference is written from the definition (the paper, the anchor library, ``
 and obviously right, never a copy of a kernel's algorithm. Tests compare the kernels with these.
 """
 
-from . import compress, moe
+from . import compress, graph, moe
 
-__all__ = ["compress", "moe"]
+__all__ = ["compress", "graph", "moe"]
