@@ -6,6 +6,7 @@ Families: ``commkernels.compress`` (gradient compression). See README.md and sha
 from __future__ import annotations
 
 from . import _backend, aggregate, compress
+from . import attacks  # after aggregate: the attacks read their inputs through aggregate._inputs
 from ._info import info
 
 __version__ = "0.1.0"

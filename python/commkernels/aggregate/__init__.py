@@ -10,7 +10,9 @@ rule checks n against f and names the violated bound.
 
 from __future__ import annotations
 
+from ._async import buffer_add_, fedasync_mix_, staleness_weight, variance_corrected_mean
 from ._inputs import Updates, updates
 from ._mean import mean
 
-__all__ = ["mean", "updates", "Updates"]
+__all__ = ["mean", "updates", "Updates",
+           "staleness_weight", "buffer_add_", "fedasync_mix_", "variance_corrected_mean"]
