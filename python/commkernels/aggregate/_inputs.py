@@ -24,6 +24,7 @@ rebuilds the ``Updates`` inside the op (the checks already ran outside it).
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,6 @@ from typing import Any
 import numpy as np
 
 from .. import _backend, _checks
-
-_MAX_ELEMENTS = (1 << 62)
-
 
 @dataclass(frozen=True)
 class Updates:
@@ -105,7 +103,7 @@ def updates(X, name: str = "X") -> Updates:
             if _shape(a) != shape:
                 raise ValueError(f"{item}: expected shape {shape} like {name}[0], got {_shape(a)}")
             _checks.contiguous(a, item)
-        d = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        d = math.prod(shape)
         parts = [_part(a, name) for a in X]
         return Updates(parts, len(X), shape, d, dtype, fw, device, first, False)
     fw = _checks.float_array(X, name)
@@ -115,7 +113,7 @@ def updates(X, name: str = "X") -> Updates:
     n = shape[0]
     if n == 0:
         raise ValueError(f"{name}: expected at least one update, got an array of shape {shape}")
-    d = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    d = math.prod(shape[1:])
     return Updates([_part(X, name)], n, shape[1:], d, _backend.dtype_name(X), fw, _backend.device(X), X, True)
 
 
@@ -127,7 +125,7 @@ def from_parts(parts, stacked: bool) -> Updates:
         n, shape = shape[0], shape[1:]
     else:
         n, shape = len(parts), _shape(first)
-    d = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    d = math.prod(shape)
     return Updates(list(parts), n, shape, d, _backend.dtype_name(first), _backend.framework(first, "X"),
                    _backend.device(first), first, stacked)
 
