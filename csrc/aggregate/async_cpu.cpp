@@ -11,7 +11,21 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-constexpr int kLanes = 16;  // independent partial sums: lets the compiler vectorise the reductions
+constexpr int kLanes = 16;
+// Below this many elements read, a call runs on one thread: waking a team costs more than the work (and
+// far more on a busy machine, where a descheduled sibling stalls the team's barrier).
+constexpr int64_t kParallelWork = int64_t(1) << 18;
+
+// parallel_for over `count` independent tasks, or serially when the whole call reads fewer than
+// kParallelWork elements. The tasks are the same either way: results do not depend on it.
+template <class F>
+void run_tasks(int64_t count, int64_t work, F&& f) {
+  if (work < kParallelWork) {
+    if (count > 0) f(int64_t(0), count);
+    return;
+  }
+  parallel_for(count, 1, f);
+}  // independent partial sums: lets the compiler vectorise the reductions
 
 template <class A>
 A combine_lanes(A* acc) {
@@ -20,21 +34,21 @@ A combine_lanes(A* acc) {
   return acc[0];
 }
 
-// Sum of p[0..L), and m[j] = (first ? 0 : m[j]) + w * p[j], in one sweep.
-template <class T, class A>
-A sum_and_axpy(const T* __restrict__ p, int64_t L, A w, A* __restrict__ m, bool first) {
+// Sum of p[0..L), and m[j] = (First ? 0 : m[j]) + w * p[j], in one sweep.
+template <bool First, class T, class A>
+A sum_and_axpy(const T* __restrict__ p, int64_t L, A w, A* __restrict__ m) {
   A acc[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= L; j += kLanes)
     for (int k = 0; k < kLanes; ++k) {
       const A v = A(to_acc(p[j + k]));
       acc[k] += v;
-      m[j + k] = (first ? A(0) : m[j + k]) + w * v;
+      m[j + k] = (First ? A(0) : m[j + k]) + w * v;
     }
   for (int k = 0; j < L; ++j, ++k) {
     const A v = A(to_acc(p[j]));
     acc[k] += v;
-    m[j] = (first ? A(0) : m[j]) + w * v;
+    m[j] = (First ? A(0) : m[j]) + w * v;
   }
   return combine_lanes(acc);
 }
@@ -78,14 +92,16 @@ void vcm(const Rows& rows, const std::vector<int64_t>& lengths, const std::vecto
   const int64_t nt = int64_t(tasks.size()), segments = int64_t(lengths.size());
   // per task and row (the n inputs, then the mixture): the chunk's mean and sum of squared deviations
   std::vector<double> stats(size_t(nt * (n + 1) * 2));
-  parallel_for(nt, 1, [&](int64_t tb, int64_t te) {
+  const int64_t work = (n + 1) * rows.d;
+  run_tasks(nt, work, [&](int64_t tb, int64_t te) {
     alignas(64) A m[kVcmChunk];
     for (int64_t t = tb; t < te; ++t) {
       const int64_t begin = tasks[t].begin, L = tasks[t].end - begin;
       double* st = stats.data() + t * (n + 1) * 2;
       for (int64_t i = 0; i < n; ++i) {
         const T* p = x.row(i) + begin;
-        const A mean = sum_and_axpy(p, L, A(weights[i]), m, i == 0) / A(L);
+        const A w = A(weights[i]);
+        const A mean = (i == 0 ? sum_and_axpy<true>(p, L, w, m) : sum_and_axpy<false>(p, L, w, m)) / A(L);
         st[2 * i] = double(mean);
         st[2 * i + 1] = double(squared_deviations(p, L, mean));
       }
@@ -97,7 +113,7 @@ void vcm(const Rows& rows, const std::vector<int64_t>& lengths, const std::vecto
   });
   std::vector<double> mu(static_cast<size_t>(segments)), scale(static_cast<size_t>(segments));
   std::vector<char> apply(static_cast<size_t>(segments));
-  parallel_for(segments, 1, [&](int64_t sb, int64_t se) {
+  run_tasks(segments, nt * (n + 1) * 8, [&](int64_t sb, int64_t se) {
     std::vector<Moments> acc(size_t(n + 1));
     for (int64_t s = sb; s < se; ++s) {
       std::fill(acc.begin(), acc.end(), Moments{});
@@ -109,7 +125,7 @@ void vcm(const Rows& rows, const std::vector<int64_t>& lengths, const std::vecto
       apply[size_t(s)] = vcm_scale(acc.data(), weights.data(), n, eps, &mu[size_t(s)], &scale[size_t(s)]);
     }
   });
-  parallel_for(nt, 1, [&](int64_t tb, int64_t te) {
+  run_tasks(nt, rows.d, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       const int64_t s = tasks[t].segment;
       if (!apply[size_t(s)]) continue;
@@ -127,7 +143,7 @@ void moments(const Rows& rows, const C* center, T* mean_out, T* std_out, double*
   const int64_t chunks = (d + kMomentChunk - 1) / kMomentChunk;
   std::vector<double> partial(size_t(2 * chunks));
   const A inv_h = A(1) / A(h), inv_h1 = A(1) / A(h - 1);  // h = 1: inf, and 0 * inf = NaN variances
-  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+  run_tasks(chunks, h * d, [&](int64_t cb, int64_t ce) {
     alignas(64) A sum[kMomentChunk];
     alignas(64) A m2[kMomentChunk];
     for (int64_t c = cb; c < ce; ++c) {
