@@ -122,7 +122,7 @@ def _overlap(a, b) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         same = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.nbytes == b.nbytes
                 and a.dtype == b.dtype)
-        return bool(np.shares_memory(a, b)) and not same
+        return bool(np.may_share_memory(a, b)) and not same
     return False
 
 
