@@ -348,8 +348,26 @@ def test_variance_corrected_mean_torch_op():
     X = torch.randn(4, 3000)
     torch.library.opcheck(_vcm_op, ([X], True, [1000, 2000], [0.25] * 4, 1e-4))
     torch.library.opcheck(_vcm_op, (list(X.unbind(0)), False, [3000], [0.25] * 4, 1e-4))
+    Xg = torch.randn(3, 200, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(_vcm_op, ([Xg], True, [50, 150], [0.5, 0.25, 0.25], 1e-4))
     f = torch.compile(lambda X: aggregate.variance_corrected_mean(X, [1000, 2000]), fullgraph=True, backend="eager")
     torch.testing.assert_close(f(X), aggregate.variance_corrected_mean(X, [1000, 2000]))
+
+
+def test_variance_corrected_mean_gradient():
+    X = torch.randn(4, 30, dtype=torch.float64, requires_grad=True)
+    lengths = [1, 12, 17]
+    f = lambda X: aggregate.variance_corrected_mean(X, lengths, "conservative", 0.3)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (X,))
+    rows = [torch.randn(30, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    assert torch.autograd.gradcheck(lambda *r: aggregate.variance_corrected_mean(list(r), [30]), tuple(rows))
+    # against autograd through the NumPy reference's formula written in torch
+    Y = torch.randn(5, 40, requires_grad=True)
+    aggregate.variance_corrected_mean(Y, [40]).square().sum().backward()
+    Z = Y.detach().clone().requires_grad_(True)
+    m = Z.mean(0)
+    ((m - m.mean()) * torch.sqrt((Z.var(dim=1).mean() + 1e-4) / (m.var() + 1e-4)) + m.mean()).square().sum().backward()
+    torch.testing.assert_close(Y.grad, Z.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_matches_cpu(device):

@@ -196,9 +196,49 @@ def _vcm_fake(parts, stacked, lengths, weights, eps):
     return first.new_empty(first.shape[1:] if stacked else first.shape)
 
 
+def _vcm_torch(X, lengths, weights, eps: float):
+    """The definition in eager torch ops on X (n, d), for the backward pass (autograd through it)."""
+    torch = _torch_ops.torch
+    w = torch.tensor(weights, dtype=X.dtype, device=X.device)
+    m = (w[:, None] * X).sum(dim=0)
+    pieces, start = [], 0
+    for length in lengths:
+        s = slice(start, start + length)
+        start += length
+        if length < 2:
+            pieces.append(m[s])
+            continue
+        target = (w * X[:, s].var(dim=1)).sum()
+        mu, var = m[s].mean(), m[s].var()
+        pieces.append((m[s] - mu) * torch.sqrt((target + eps) / (var + eps)) + mu)
+    return torch.cat(pieces) if pieces else m
+
+
+def _vcm_setup(ctx, inputs, output):
+    parts, stacked, lengths, weights, eps = inputs
+    ctx.save_for_backward(*parts)
+    ctx.stacked, ctx.lengths, ctx.weights, ctx.eps = stacked, list(lengths), list(weights), eps
+
+
+def _vcm_backward(ctx, grad):
+    # Recomputes the forward pass in eager torch (float32, float64 for float64) and differentiates it: the
+    # scale of each segment depends on every input, so the gradient is not a simple weighting.
+    torch = _torch_ops.torch
+    parts = ctx.saved_tensors
+    acc = torch.float64 if parts[0].dtype == torch.float64 else torch.float32
+    with torch.enable_grad():
+        leaves = [p.detach().requires_grad_(True) for p in parts]
+        X = leaves[0] if ctx.stacked else torch.stack(leaves)
+        X = X.reshape(len(ctx.weights), -1).to(acc)
+        out = _vcm_torch(X, ctx.lengths, ctx.weights, ctx.eps)
+        grads = torch.autograd.grad(out, leaves, grad.reshape(-1).to(acc), allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g.to(p.dtype) for p, g in zip(parts, grads)]
+    return grads, None, None, None, None
+
+
 _vcm_op = _torch_ops.define(
     "variance_corrected_mean", "(Tensor[] X, bool stacked, int[] lengths, float[] weights, float eps) -> Tensor",
-    _vcm_kernel, _vcm_fake)
+    _vcm_kernel, _vcm_fake, backward=_vcm_backward, setup_context=_vcm_setup)
 
 
 def _segment_lengths(segments, d: int) -> list[int]:
@@ -244,7 +284,8 @@ def variance_corrected_mean(X, segments=None, mode: str = "follow", alpha: float
     and the mixture's moments, merged per segment in chunk order: deterministic, Chan et al.) plus one pass
     over the d-element output; accumulated in float32 (float64 for float64 X). For 16-bit X the mixture is
     rounded to X's dtype before the rescaling (two roundings). Not robust: a non-finite value makes its
-    whole segment non-finite. Not differentiable.
+    whole segment non-finite. Differentiable for torch tensors (the backward pass recomputes the forward
+    in eager torch and differentiates it).
     """
     u = updates(X)
     if mode not in ("follow", "conservative"):
