@@ -6,10 +6,11 @@ Families: ``commkernels.compress`` (gradient compression). See README.md and sha
 from __future__ import annotations
 
 from . import _backend, aggregate, compress, graph, moe
+from . import attacks  # after aggregate: the attacks read their inputs through aggregate._inputs
 from ._info import info
 
 __version__ = "0.1.0"
-__all__ = ["aggregate", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["aggregate", "attacks", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def set_num_threads(n: int) -> None:

@@ -10,6 +10,7 @@ rule checks n against f and names the violated bound.
 
 from __future__ import annotations
 
+from ._async import buffer_add_, fedasync_mix_, staleness_weight, variance_corrected_mean
 from ._coord import meamed, median, phocas, trimmed_mean
 from ._inputs import Updates, updates
 from ._mean import mean
@@ -20,3 +21,4 @@ from ._gram_rules import centered_clipping, flag, geometric_median, krum, mda
 __all__ = ["mean", "median", "trimmed_mean", "meamed", "phocas", "updates", "Updates"]
 __all__ += ["gram", "combine", "krum", "geometric_median", "centered_clipping", "mda", "flag", "nnm", "bucketing",
             "clip", "arc"]
+__all__ += ["staleness_weight", "buffer_add_", "fedasync_mix_", "variance_corrected_mean"]

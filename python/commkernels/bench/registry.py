@@ -12,6 +12,7 @@ import importlib
 
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
+    "aggregate_side": ("aggregate_side",),
     "moe": ("moe",),
     "distributed": ("distributed",),
 }
