@@ -122,6 +122,7 @@ def run(args) -> int:
         return _agent_main(args, int(os.environ["RANK"]), args.agents, "env://")
     import torch.multiprocessing as mp
 
+    _preload()
     with tempfile.TemporaryDirectory(prefix="commkernels-demo-") as tmp:
         init = f"file://{os.path.join(tmp, 'store')}"
         try:
@@ -134,6 +135,18 @@ def run(args) -> int:
             print(f"error: an agent process died: {error}", file=sys.stderr)
             return 1
     return 0
+
+
+def _preload() -> None:
+    """Imports what every agent needs once, here, before the fork: torch.compiler.is_compiling (called by
+    the custom ops) imports torch._dynamo, seconds per process on a loaded machine. Nothing has run yet
+    (no thread pools), so forking afterwards is safe."""
+    import sklearn.datasets  # noqa: F401
+    import torch._dynamo  # noqa: F401
+    import torch.distributed  # noqa: F401
+
+    from .. import distributed  # noqa: F401
+    from . import _model, _protocol  # noqa: F401
 
 
 def _spawned(rank: int, args, world: int, init: str) -> None:
@@ -172,7 +185,7 @@ class Progress:
             return
         width = 24
         fill = int(width * done / self.total)
-        line = (f"\r{self.label:<44} |{'#' * fill}{'.' * (width - fill)}| {done:3d}/{self.total} "
+        line = (f"\r{self.label:<46} |{'#' * fill}{'.' * (width - fill)}| {done:3d}/{self.total} "
                 f"acc {acc:.3f}  {time.monotonic() - self.start:5.1f}s")
         sys.stderr.write(line + ("\n" if done == self.total else ""))
         sys.stderr.flush()
@@ -181,6 +194,7 @@ class Progress:
 def _agent_main(args, rank, world: int, init) -> int:
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic in every mode; the models are small
     distributed = rank is not None
     if distributed:
@@ -192,6 +206,7 @@ def _agent_main(args, rank, world: int, init) -> int:
     try:
         return _train_and_report(args, rank, world)
     finally:
+        torch.set_num_threads(threads)  # a caller in this process (--simulate) keeps its setting
         if distributed:
             import torch.distributed as dist
 
@@ -260,10 +275,10 @@ def _print_tables(results: list, rounds: int) -> None:
     print("round " + " ".join(f"{r['key']:>11}" for r in results))
     for t in range(rounds):
         print(f"{t + 1:5d} " + " ".join(f"{r['accuracy'][t]:11.3f}" for r in results))
-    print(f"\n{'configuration':<44} {'final acc':>9} {'MB sent':>9} {'MB/round':>9} {'time':>7}")
+    print(f"\n{'configuration':<46} {'final acc':>9} {'MB sent':>9} {'MB/round':>9} {'time':>7}")
     for r in results:
         total = sum(r["bytes"])
-        print(f"{r['key'] + ': ' + r['name']:<44} {r['accuracy'][-1]:9.3f} {total / 1e6:9.2f} "
+        print(f"{r['key'] + ': ' + r['name']:<46} {r['accuracy'][-1]:9.3f} {total / 1e6:9.2f} "
               f"{total / 1e6 / rounds:9.3f} {r['seconds']:6.1f}s")
 
 
