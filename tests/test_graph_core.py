@@ -365,6 +365,29 @@ def test_jax():
     np.testing.assert_array_equal(np.asarray(got), G.mix(X, W, 2))
 
 
+def test_mix_out():
+    rng = np.random.default_rng(6)
+    W = G.metropolis_hastings(G.ring(6))
+    Wd = W.to_dense("float32")
+    for X in (rng.standard_normal((6, 70)).astype(np.float32), torch.randn(6, 70)):
+        for w in (W, Wd if isinstance(X, np.ndarray) else torch.from_numpy(Wd)):
+            out = X * 0 - 7
+            assert G.mix(X, w, 3, out=out) is out
+            np.testing.assert_array_equal(f64(out), f64(G.mix(X, w, 3)))
+    x = torch.randn(6, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="out"):
+        G.mix(x, W, out=torch.empty(6, 5))
+    X = np.ones((6, 4), np.float32)
+    with pytest.raises(ValueError, match="out"):
+        G.mix(X, W, out=X)
+    with pytest.raises(ValueError, match="out"):
+        G.mix(X, W, out=np.empty((6, 5), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        G.mix(X, W, out=torch.empty(6, 4))
+    torch.library.opcheck(torch.ops.commkernels.mix_dense_out.default,
+                          (torch.randn(6, 9), torch.from_numpy(Wd), 2, torch.empty(6, 9)))
+
+
 def test_mix_bad_inputs():
     X = np.ones((4, 3), np.float32)
     W = G.metropolis_hastings(G.ring(4))

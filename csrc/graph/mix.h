@@ -6,6 +6,8 @@
 // type of X (float32 for float32/float16/bfloat16 X, float64 for float64 X). Each output element is
 // accumulated over j (or over the slots) in ascending order, so the result is the same whatever the
 // thread count; all the rounds are applied to one tile of columns (all n rows) before the next tile.
+// The CPU mix_csr checks indptr and indices; the CUDA one trusts them (the Python layer passes the
+// validated views of a Graph).
 #pragma once
 
 #include <string>

@@ -177,30 +177,27 @@ bool use_avx512() {
 }
 
 // Runs f(t0, t1, a, b) over the tiles [0, tiles) in parallel, with per-thread accumulators a, b of
-// n * NV vectors each (allocated once per thread per call). Tiles are independent: any split gives the
-// same result.
+// n * NV vectors each (one 64-byte aligned allocation per call, made before the parallel region so that
+// a failure raises instead of terminating). Tiles are independent: any split gives the same result.
 template <class V, int NV, class F>
 void over_tiles(int64_t n, int64_t tiles, F&& f) {
   if (tiles <= 0) return;
   const int64_t per_thread = std::max<int64_t>(1, n) * NV;
-  auto work = [&](int64_t t0, int64_t t1) {
-    // two accumulators of per_thread vectors, 64-byte aligned (aligned loads in the kernels)
-    V* buffer = static_cast<V*>(std::aligned_alloc(64, size_t(2 * per_thread) * sizeof(V)));
-    if (buffer == nullptr) throw std::bad_alloc();
-    std::unique_ptr<V, void (*)(void*)> owner(buffer, std::free);
-    f(t0, t1, buffer, buffer + per_thread);
-  };
   const int threads = int(std::min<int64_t>(max_threads(), tiles));
-  if (threads <= 1) return work(0, tiles);
+  V* buffer = static_cast<V*>(std::aligned_alloc(64, size_t(2 * per_thread * threads) * sizeof(V)));
+  if (buffer == nullptr) throw std::bad_alloc();
+  std::unique_ptr<V, void (*)(void*)> owner(buffer, std::free);
+  if (threads <= 1) return f(int64_t(0), tiles, buffer, buffer + per_thread);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t t0 = tiles / nt * t + std::min(t, tiles % nt), t1 = tiles / nt * (t + 1) + std::min(t + 1, tiles % nt);
-    if (t1 > t0) work(t0, t1);
+    V* a = buffer + 2 * per_thread * t;
+    if (t1 > t0) f(t0, t1, a, a + per_thread);
   }
 #else
-  work(0, tiles);
+  f(int64_t(0), tiles, buffer, buffer + per_thread);
 #endif
 }
 

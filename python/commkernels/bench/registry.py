@@ -13,6 +13,7 @@ import importlib
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
     "aggregate_side": ("aggregate_side",),
+    "graph_mix": ("graph_mix",),
     "moe": ("moe",),
     "distributed": ("distributed",),
 }

@@ -111,7 +111,7 @@ def convert_like(a, like, dtype: str | None = None):
             if dtype == "bfloat16":
                 raise TypeError("bfloat16 arrays are not supported for NumPy/JAX callers")
             out = out.astype(dtype)
-        return out
+        return np.ascontiguousarray(out)
     if fw == "torch":
         torch = _backend._torch()
         if fw_a == "torch":

@@ -40,23 +40,24 @@ def _matrix_power(w, rounds: int):
     return cupy.linalg.matrix_power(w.astype(cupy.float64), rounds)
 
 
-def _dense_kernel(x, w, rounds: int):
-    """The kernel behind mix for a dense W (any float dtype, any layout; x contiguous (n, d))."""
+def _dense_kernel(x, w, rounds: int, y=None):
+    """The kernel behind mix for a dense W (any float dtype, any layout; x contiguous (n, d)); writes y
+    (a new array when None)."""
     n, d = int(x.shape[0]), int(x.shape[1])
     acc = _acc_dtype(_backend.dtype_name(x))
     if rounds > 1 and n <= d:  # one product with W^rounds: cheaper than `rounds` products
         w, rounds = _matrix_power(w, rounds), 1
     w = convert_like(w, x, acc)
-    y = _out(x, n, d)
+    y = _out(x, n, d) if y is None else y
     if _backend.framework(x, "X") == "jax":
         x = np.asarray(x)
     _backend.module(x).mix_dense(x, w, n, d, rounds, y, _backend.stream(x))
     return y
 
 
-def _csr_kernel(x, indptr, indices, weight, rounds: int):
+def _csr_kernel(x, indptr, indices, weight, rounds: int, y=None):
     n, d = int(x.shape[0]), int(x.shape[1])
-    y = _out(x, n, d)
+    y = _out(x, n, d) if y is None else y
     if _backend.framework(x, "X") == "jax":
         x = np.asarray(x)
     _backend.module(x).mix_csr(x, indptr, indices, weight, n, d, rounds, y, _backend.stream(x))
@@ -133,6 +134,45 @@ _mix_csr_op = _torch_ops.define(
     _mix_csr_op_kernel, _mix_csr_fake, backward=_mix_csr_backward, setup_context=_mix_csr_setup)
 
 
+def _mix_dense_out_kernel(x, w, rounds, out):
+    _dense_kernel(x, w, rounds, out)
+
+
+def _mix_csr_out_kernel(x, indptr, indices, weight, rounds, out):
+    _csr_kernel(x, indptr, indices, weight, rounds, out)
+
+
+_mix_dense_out_op = _torch_ops.define("mix_dense_out", "(Tensor x, Tensor w, int rounds, Tensor(a!) out) -> ()",
+                                      _mix_dense_out_kernel, lambda x, w, rounds, out: None, mutates_args=("out",))
+_mix_csr_out_op = _torch_ops.define(
+    "mix_csr_out", "(Tensor x, Tensor indptr, Tensor indices, Tensor weight, int rounds, Tensor(a!) out) -> ()",
+    _mix_csr_out_kernel, lambda x, indptr, indices, weight, rounds, out: None, mutates_args=("out",))
+
+
+def _data_ptr(a) -> int:
+    if _backend.is_torch(a):
+        return a.data_ptr()
+    if isinstance(a, np.ndarray):
+        return a.__array_interface__["data"][0]
+    return a.data.ptr if hasattr(a, "data") and hasattr(a.data, "ptr") else id(a)
+
+
+def _check_out(out, X2, n: int, d: int):
+    _checks.float_array(out, "out")
+    _checks.writable(out, "out")
+    _checks.same_place(X2, out, "X", "out")
+    if tuple(out.shape) not in ((n, d), (n,) if d == 1 else (n, d)) or _backend.dtype_name(out) != _backend.dtype_name(X2):
+        raise ValueError(f"out: expected X's shape and dtype ({n}, {d}) {_backend.dtype_name(X2)}, got "
+                         f"{tuple(out.shape)} {_backend.dtype_name(out)}")
+    if _data_ptr(out) == _data_ptr(X2) and n * d:
+        raise ValueError("out: expected a buffer other than X (Y = W X reads every row of X)")
+    if _backend.is_torch(out):
+        torch = _torch_ops.torch
+        if torch.is_grad_enabled() and (X2.requires_grad or out.requires_grad):
+            raise ValueError("out: not supported when autograd records (X requires grad); call without out")
+    return out.reshape(n, d)
+
+
 # ---- public API -----------------------------------------------------------------------------------
 
 def _as_matrix(x, name: str):
@@ -163,14 +203,15 @@ def _graph_arrays(graph: Graph, x, transpose: bool):
     return graph._cached(key, build)
 
 
-def mix(X, W, rounds: int = 1, transpose: bool = False):
+def mix(X, W, rounds: int = 1, transpose: bool = False, out=None):
     """Y = W^rounds X: `rounds` gossip steps y_i <- sum_j W[i, j] x_j over the rows of X.
 
     X: (n, d) or (n,) float32/float64/float16/bfloat16, contiguous. W: a dense (n, n) float matrix in X's
     framework and on its device (any float dtype; rounded to X's accumulation type), or a `Graph` on n
     nodes with edge_weight (self weights as self-loop edges; the graph's arrays are moved to X's device
     once and cached). transpose: W indexed [sender, receiver]. rounds: an int >= 0 (0 copies X).
-    Returns Y with X's shape, dtype and framework.
+    Returns Y with X's shape, dtype and framework. out: an array like X (not X itself) to write Y into
+    and return, so that a gossip loop reuses one buffer (NumPy, CuPy, torch without autograd).
 
     torch: differentiable w.r.t. X ((W^T)^rounds G) and, for a dense W, w.r.t. W (sum over the rounds
     of (W^T)^k G (W^(rounds-1-k) X)^T, computed with torch.matmul in the backward); a Graph's edge
@@ -180,6 +221,11 @@ def mix(X, W, rounds: int = 1, transpose: bool = False):
     n, d = int(X2.shape[0]), int(X2.shape[1])
     _checks.integer(n * d, "X.size", 0, _MAX_SIZE)
     rounds = _checks.integer(rounds, "rounds", 0, 1 << 20)
+    y = None
+    if out is not None:
+        if _backend.framework(X, "X") == "jax":
+            raise TypeError("out: JAX arrays are immutable; call without out")
+        y = _check_out(out, X2, n, d)
     if isinstance(W, Graph):
         if W.num_nodes != n:
             raise ValueError(f"W: expected a graph on n = {n} nodes (X.shape[0]), got {W.num_nodes}")
@@ -187,6 +233,9 @@ def mix(X, W, rounds: int = 1, transpose: bool = False):
             raise ValueError("W: expected a Graph with edge_weight (e.g. metropolis_hastings(graph))")
         _backend.module(X2)
         arrays = _graph_arrays(W, X2, transpose)
+        if y is not None:
+            (_mix_csr_out_op if _backend.is_torch(X2) else _csr_kernel)(X2, *arrays[:3], rounds, y)
+            return out
         if _backend.is_torch(X2):
             Y = _mix_csr_op(X2, *arrays, rounds)
         else:
@@ -200,6 +249,11 @@ def mix(X, W, rounds: int = 1, transpose: bool = False):
         if _backend.framework(W, "W") == "jax":
             W = np.asarray(W)
         Wt = W.T if transpose else W
+        if y is not None:
+            if _backend.is_torch(W) and W.requires_grad and _torch_ops.torch.is_grad_enabled():
+                raise ValueError("out: not supported when autograd records (W requires grad); call without out")
+            (_mix_dense_out_op if _backend.is_torch(X2) else _dense_kernel)(X2, Wt, rounds, y)
+            return out
         if _backend.is_torch(X2):
             Y = _mix_dense_op(X2, Wt, rounds)
         else:
