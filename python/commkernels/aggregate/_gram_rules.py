@@ -225,7 +225,8 @@ _mda_op = define_rule("mda", "int f, str pre", _mda_run)
 
 def mda(X, f: int, pre=None):
     """Minimum-diameter averaging (El Mhamdi et al. 2018): the mean of the (n - f)-subset of smallest
-    diameter (largest pairwise distance); ties to the lexicographically first subset. Exact
+    diameter (largest pairwise distance); ties to the smallest sum of pairwise squared
+    distances, then to the lexicographically first subset. Exact
     branch-and-bound on the distance matrix (one gram pass, one combine pass); ValueError when the search
     passes MDA_MAX_NODES nodes (large n with large f). Needs n > 2f."""
     u = updates(X)

@@ -239,18 +239,20 @@ def bulyan(X, f, theta="n-2f"):
 
 
 def mda(X, f):
-    """The mean of the (n - f)-subset of smallest diameter (max pairwise distance); ties to the
-    lexicographically first subset (itertools.combinations order)."""
+    """The mean of the (n - f)-subset of smallest diameter (max pairwise squared distance); ties to the
+    smallest sum of pairwise squared distances, then to the lexicographically first subset
+    (itertools.combinations order)."""
     X = np.asarray(X, np.float64)
     n = X.shape[0]
     D = sqdist(X)
-    best, best_set = np.inf, None
+    best, best_set = (np.inf, np.inf), None
     for S in itertools.combinations(range(n), n - f):
-        diam = max((D[i, k] for i, k in itertools.combinations(S, 2)), default=0.0)
-        if len(S) == 1 and not np.isfinite(D[S[0], S[0]]):
-            diam = np.inf
-        if best_set is None or diam < best:
-            best, best_set = diam, S
+        pairs = [D[i, k] for i, k in itertools.combinations(S, 2)]
+        key = (max(pairs, default=0.0), math.fsum(pairs))
+        if any(not np.isfinite(D[i, i]) for i in S):
+            key = (np.inf, np.inf)
+        if best_set is None or key < best:
+            best, best_set = key, S
     return X[list(best_set)].mean(axis=0)
 
 
