@@ -282,6 +282,17 @@ def test_flag_low_precision_close_to_reference():
         assert np.max(np.abs(out - ref)) <= 64 * UNIT[dtype] * np.max(np.abs(ref)) * 15
 
 
+@given(cases(n_min=3, n_max=30, dtypes=("float64",)), st.sampled_from(["n-2f", "n-2f-2"]), st.data())
+def test_bulyan_matches_reference(case, theta, data):
+    values, dtype, framework, as_list = case
+    n = len(values)
+    f = data.draw(st.integers(0, _f(n, "4f+3")))
+    if theta == "n-2f-2" and n - 4 * f - 2 < 1:
+        theta = "n-2f"
+    out = A.bulyan(build(values, dtype, framework, as_list), f, theta=theta)
+    np.testing.assert_allclose(to_f64(out), R.bulyan(values, f, theta=theta), rtol=1e-12, atol=1e-12)
+
+
 # ---- pre= composition ----------------------------------------------------------------------------------------
 
 @given(cases(n_min=5, n_max=24, dtypes=("float64",)), st.sampled_from(["nnm", "bucketing", "clip", "arc"]),
@@ -320,6 +331,7 @@ RULES = {
     "clip": lambda X, f: A.clip(X, 1.0),
     "arc": lambda X, f: A.arc(X, f),
     "krum_after_nnm": lambda X, f: A.krum(X, f, pre=("nnm", {"f": f})),
+    "bulyan": lambda X, f: A.bulyan(X, (X.shape[0] - 3) // 4),
 }
 
 
@@ -420,6 +432,8 @@ def test_bounds_name_the_violated_bound():
     X = np.zeros((6, 3))
     with pytest.raises(ValueError, match=r"krum: needs n >= 2f\+3, got n=6, f=2"):
         A.krum(X, 2)
+    with pytest.raises(ValueError, match=r"bulyan: needs n >= 4f\+3, got n=6, f=1"):
+        A.bulyan(X, 1)
     with pytest.raises(ValueError, match=r"mda: needs n > 2f"):
         A.mda(X, 3)
     with pytest.raises(ValueError, match=r"nnm: needs n > f"):

@@ -15,8 +15,8 @@ from ._inputs import Updates, updates
 from ._mean import mean
 from ._gram import combine, gram
 from ._gram_pre import arc, bucketing, clip, nnm
-from ._gram_rules import centered_clipping, flag, geometric_median, krum, mda
+from ._gram_rules import bulyan, centered_clipping, flag, geometric_median, krum, mda
 
 __all__ = ["mean", "median", "trimmed_mean", "meamed", "phocas", "updates", "Updates"]
-__all__ += ["gram", "combine", "krum", "geometric_median", "centered_clipping", "mda", "flag", "nnm", "bucketing",
+__all__ += ["gram", "combine", "krum", "bulyan", "geometric_median", "centered_clipping", "mda", "flag", "nnm", "bucketing",
             "clip", "arc"]

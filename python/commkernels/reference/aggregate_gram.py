@@ -207,8 +207,8 @@ def arc(X, f):
 
 def bulyan(X, f, theta="n-2f"):
     """theta rounds of Krum (each on the rows not yet selected, with n_r - f - 2 neighbours, at least 0),
-    then per coordinate the mean of the beta = theta - 2f selected values nearest their median (ties in
-    distance to the lower value... to the value of the lower selection rank)."""
+    then per coordinate the mean of the beta = theta - 2f selected values nearest their median (even
+    count: the mean of the two middle values; a tie in distance keeps the larger value)."""
     X = np.asarray(X, np.float64)
     n = X.shape[0]
     t = n - 2 * f if theta == "n-2f" else n - 2 * f - 2
@@ -233,7 +233,7 @@ def bulyan(X, f, theta="n-2f"):
     out = np.empty(X.shape[1])
     for j in range(X.shape[1]):
         col = S[:, j]
-        order = sorted(range(t), key=lambda i: (abs(col[i] - med[j]), col[i]))
+        order = sorted(range(t), key=lambda i: (abs(col[i] - med[j]), -col[i]))
         out[j] = col[order[:beta]].mean()
     return out
 
