@@ -536,3 +536,14 @@ def test_gram_non_finite_rows_stay_in_their_row(dtype):
     sub, ref = G[np.ix_(good, good)], Gr[np.ix_(good, good)]
     scale = np.sqrt(np.diag(ref)) + np.sqrt(np.sum(Xr[good] ** 2, axis=1))
     assert np.all(np.abs(sub - ref) <= gamma(dtype) * np.outer(scale, scale))
+
+
+def test_with_pre_for_coordinate_rules_and_gram_rules():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((9, 30))
+    X[4] = np.nan
+    Y = A.nnm(X, 2)
+    np.testing.assert_array_equal(A.with_pre(A.trimmed_mean, X, 2, pre=("nnm", {"f": 2})), A.trimmed_mean(Y, 2))
+    np.testing.assert_allclose(A.with_pre(A.krum, X, 2, pre=("nnm", {"f": 2})), R.krum(R.nnm(X, 2), 2),
+                               rtol=1e-12, atol=1e-12)
+    assert np.isfinite(A.with_pre(A.median, X, pre=("clip", {"c": 1.0}))).all()

@@ -171,3 +171,22 @@ def materialize(u: Updates, pre) -> Updates:
     Y = _pre_run(u, kind, p)
     return updates(Y)
 
+
+
+def with_pre(rule, X, *args, pre, **kwargs):
+    """``rule(pre_aggregation(X), *args, **kwargs)`` for any rule of commkernels.aggregate, e.g.
+    ``with_pre(aggregate.trimmed_mean, X, 2, pre=("nnm", {"f": 2}))``.
+
+    Gram-route rules that take ``pre=`` (krum, bulyan, mda, geometric_median) get it passed through: the
+    pre-aggregation's matrix folds into their Gram matrix and final weights, no extra pass. Any other rule
+    (the coordinate-wise ones read every value) gets the pre-aggregated rows, written once by a combine
+    pass (after nnm/clip/arc's gram pass): there the composition costs those two passes plus the rule's.
+    """
+    u = updates(X)
+    parsed = parse_pre(pre, u.n)
+    name = getattr(rule, "__name__", "")
+    if name in ("krum", "bulyan", "mda", "geometric_median") and getattr(rule, "__module__", "").startswith(
+            "commkernels.aggregate"):
+        return rule(X, *args, pre=pre, **kwargs)
+    kind, p = parsed
+    return rule(_pre_run(u, kind, p), *args, **kwargs)
