@@ -251,14 +251,11 @@ def flag(G, bad, r: int, lam: float, iters: int, eps: float, rank_tol: float):
         w = np.where(use, w, 0.0)
         S = (Z * (w * w)[None, :]) @ Z.T
         if lam > 0 and n > 1:
-            for i in range(n):
-                for j in range(n):
-                    if i == j:
-                        continue
-                    diff = Z[:, i] - Z[:, j]
-                    p = Y.T @ diff
-                    wij = (abs(1.0 - float(p @ p)) + eps) ** -0.25 * lam / (n * (n - 1))
-                    S += (wij * wij) * np.outer(diff, diff)
+            diffs = Z[:, :, None] - Z[:, None, :]  # k x n x n: z_i - z_j
+            p = np.einsum("ka,kij->aij", Y, diffs)
+            wij = (np.abs(1.0 - np.sum(p * p, axis=0)) + eps) ** -0.25 * lam / (n * (n - 1))
+            np.fill_diagonal(wij, 0.0)
+            S = S + np.einsum("aij,bij,ij->ab", diffs, diffs, wij * wij)
         Y = _top(S, r)
     y = Y @ (Y.T @ Z.sum(axis=1)) / r
     coef_g = Qk @ (y / np.sqrt(lam_k))

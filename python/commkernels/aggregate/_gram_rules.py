@@ -16,7 +16,7 @@ from ._gram import call, center_vector, choice, combine_pass, define_rule, gram_
 from ._gram_pre import Prepared, materialize, parse_pre, prepare
 from ._inputs import Updates, check_f, updates
 
-MDA_MAX_NODES = 2_000_000
+MDA_MAX_NODES = 200_000
 
 
 def _pre_arg(pre):
