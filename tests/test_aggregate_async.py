@@ -227,7 +227,8 @@ def vcm_bound(X64, lengths, w, eps, dtype, want) -> np.ndarray:
     """The kernel's error: the mixture m_j accumulated over n rows (n roundings of sum_i |w_i x_ij|); each
     chunk's moments summed in 16 lanes of at most 256 terms plus a 4-level tree (K = 260 roundings of the
     magnitudes involved), so the scale s has a relative error of at most ~K u; then (m - mu) s + mu (3 more
-    roundings) and the rounding to dtype (16-bit: twice, m is stored first)."""
+    roundings) and the rounding to dtype (16-bit: twice, m is stored first). The segment mean mu carries
+    the mixture's error averaged over the segment, which reaches every output through (1 - scale) mu."""
     u, n = ACC[dtype], X64.shape[0]
     K = 260 + n
     absmix = np.abs(w) @ np.abs(X64)
@@ -246,7 +247,9 @@ def vcm_bound(X64, lengths, w, eps, dtype, want) -> np.ndarray:
         mu, var = m[s].mean(), m[s].var(ddof=1)
         scale = math.sqrt((target + eps) / (var + eps))
         spread = np.abs(m[s] - mu) + np.abs(mu)
-        out[s] = (K * u * scale * (absmix[s] + spread) + 3 * u * (np.abs(want[s]) + np.abs(mu))
+        # mu's own error (from every element's mixture, not only this one's) enters as (1 - scale) mu
+        mu_error = K * u * (1 + scale) * float(absmix[s].mean())
+        out[s] = (K * u * scale * (absmix[s] + spread) + mu_error + 3 * u * (np.abs(want[s]) + np.abs(mu))
                   + (UNIT[dtype] * scale * np.abs(m[s]) if UNIT[dtype] > ACC[dtype] else 0))
     return out + UNIT[dtype] * np.abs(want) + TINY[dtype]
 

@@ -104,3 +104,23 @@ def test_the_mean_is_not_robust():
     assert previous > 100 * largest_bound
     assert score(aggregate.mean, H, attacks.alie(H, 1e3, F_BYZ)) > 100 * largest_bound
     assert score(aggregate.mean, H, attacks.inf(H, F_BYZ)) == math.inf
+
+
+def test_the_example_runs_on_a_small_instance():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "robustness.py"
+    spec = importlib.util.spec_from_file_location("robustness_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results, skipped = example.run(n=11, f=2, d=64, progress=lambda *a: None)
+    assert set(results) == {"gaussian", "student_t(3)"}
+    for table in results.values():
+        assert table["mean"]["inf"] == math.inf and table["mean"]["ipm(100)"] > 100
+        present = set(table) | {s.split(" ")[0] for s in skipped}
+        assert present == set(example.rules(11, 2))
+        for name, row in table.items():
+            if name != "mean":
+                assert math.isfinite(row["inf"]), name  # no robust rule lets an inf through
+    assert "honest updates: gaussian" in example.format_table(results)
