@@ -43,9 +43,10 @@ def test_the_simulated_demo_learns_above_chance(tiny):
 
 
 def test_the_robust_rule_beats_the_mean_under_sign_flip(tiny):
-    # sign_flip: the Byzantine public copy is -mean(honest). The mean shrinks every honest model by
-    # (3 - 1) / 5 each round on the complete graph of 5, so its models collapse; a trimmed mean (f = 1) drops
-    # the flipped value in every coordinate where the honest models agree in sign.
+    # sign_flip: the Byzantine public copy is -mean(honest) (uncompressed; top-k moves it there k entries
+    # per round). On the complete graph of 5 the mean of [4 honest models, -their mean] is 3/5 of the honest
+    # mean: every round scales the models by 3/5, so they collapse to ~0 and predict one class (accuracy ~0.1).
+    # A trimmed mean (f = 1) drops the flipped value in every coordinate where the honest models agree in sign.
     for dense, comp in (("mean", "robust"), ("mean-topk", "robust-topk")):
         mean, robust = tiny[dense]["accuracy"][-1], tiny[comp]["accuracy"][-1]
         assert robust - mean > 0.3, (dense, mean, robust)
