@@ -42,10 +42,25 @@ template <class T>
 CK_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
                           int64_t j0, int64_t len, int64_t B, acc_t<T>* scratch, acc_t<T>* csum, acc_t<T>* ccount) {
   using A = acc_t<T>;
+  const bool mean = mode == GramCenter::mean;
+  if (mean) {
+    std::fill(csum, csum + len, A(0));
+    std::fill(ccount, ccount + len, A(0));
+  }
   for (int64_t i = 0; i < m; ++i) {
     const T* x = rows.row(i) + j0;
     A* s = scratch + i * B;
-    for (int64_t j = 0; j < len; ++j) s[j] = to_acc(x[j]);
+    if (mean) {  // convert and sum the finite entries in one sweep
+      for (int64_t j = 0; j < len; ++j) {
+        const A v = to_acc(x[j]);
+        const bool fin = is_finite_value(v);
+        s[j] = v;
+        csum[j] += fin ? v : A(0);
+        ccount[j] += fin ? A(1) : A(0);
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) s[j] = to_acc(x[j]);
+    }
     for (int64_t j = len; j < B; ++j) s[j] = A(0);
   }
   for (int64_t i = m; i < m_pad; ++i) std::fill(scratch + i * B, scratch + (i + 1) * B, A(0));
@@ -53,16 +68,6 @@ CK_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, Gram
   if (mode == GramCenter::vector) {
     for (int64_t j = 0; j < len; ++j) csum[j] = to_acc(center[j0 + j]);
   } else {
-    std::fill(csum, csum + len, A(0));
-    std::fill(ccount, ccount + len, A(0));
-    for (int64_t i = 0; i < m; ++i) {
-      const A* s = scratch + i * B;
-      for (int64_t j = 0; j < len; ++j) {
-        const bool fin = is_finite_value(s[j]);
-        csum[j] += fin ? s[j] : A(0);
-        ccount[j] += fin ? A(1) : A(0);
-      }
-    }
     for (int64_t j = 0; j < len; ++j) csum[j] = ccount[j] > A(0) ? csum[j] / ccount[j] : A(0);
   }
   for (int64_t i = 0; i < m; ++i) {

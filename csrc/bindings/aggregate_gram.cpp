@@ -2,6 +2,7 @@
 // (aggregate_rows.h). G and W are small float64 matrices in host memory in both modules: the host code
 // between the two passes works on them, so the CUDA gram copies G back (and waits for it).
 #include "../aggregate/gram.h"
+#include "../aggregate/nearest.h"
 #include "aggregate_rows.h"
 #include "ndarray.h"
 
@@ -32,6 +33,15 @@ CK_BINDINGS(bind_aggregate_gram) {
         backend::combine(rows, as_array(W, "W"), r, as_array(out, "out"), stream_of(stream, out));
       },
       nb::arg("parts").noconvert(), nb::arg("n"), nb::arg("W").noconvert(), nb::arg("r"), nb::arg("out").noconvert(),
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "aggregate_nearest_median_mean",
+      [](const std::vector<In>& parts, int64_t n, int64_t beta, const Out& out, uintptr_t stream) {
+        const ck::Rows rows = rows_from(parts, n);
+        backend::nearest_median_mean(rows, beta, as_array(out, "out"), stream_of(stream, out));
+      },
+      nb::arg("parts").noconvert(), nb::arg("n"), nb::arg("beta"), nb::arg("out").noconvert(),
       nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 }
 

@@ -25,10 +25,11 @@ from ._info import info
 __version__ = "0.1.0"
 __all__ = ["compress", "graph", "info", "set_num_threads", "get_num_threads", "__version__"]
 from . import _backend, aggregate, compress, graph, moe
+from . import attacks  # after aggregate: the attacks read their inputs through aggregate._inputs
 from ._info import info
 
 __version__ = "0.1.0"
-__all__ = ["aggregate", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["aggregate", "attacks", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def set_num_threads(n: int) -> None:

@@ -1,4 +1,4 @@
-"""python -m commkernels {info, bench}"""
+"""python -m commkernels {info, bench, demo}"""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ def main(argv=None) -> int:
     from .bench.cli import add_arguments
 
     add_arguments(bench)
+    demo = sub.add_parser("demo", help="decentralized, Byzantine-robust, compressed training of a MoE classifier "
+                          "on scikit-learn's digits (all four families; needs the demo extra)")
+    from .demo._cli import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
     args = parser.parse_args(argv)
     if args.command == "info":
         from . import info
@@ -21,6 +26,10 @@ def main(argv=None) -> int:
 
         print(format_info(info()))
         return 0
+    if args.command == "demo":
+        from .demo._cli import run as run_demo
+
+        return run_demo(args)
     from .bench.cli import run
 
     return run(args)

@@ -179,38 +179,43 @@ class SearchLimit(Exception):
 
 
 def mda_subset(D, f: int, max_nodes: int) -> list[int]:
-    """The (n - f)-subset of smallest diameter, ties to the lexicographically first (combinations order):
-    depth-first over subsets in lexicographic order, pruned by the best diameter found so far (only a
-    strictly smaller one replaces it, so the first optimum in that order is kept)."""
+    """The (n - f)-subset of smallest diameter (largest pairwise squared distance); among equal diameters
+    (common: the diameter is one pair's distance, shared by many subsets) the smallest sum of pairwise
+    squared distances; then the lexicographically first (combinations order). Depth-first over subsets in
+    lexicographic order, pruned by the best (diameter, sum) found so far: a partial subset's diameter and
+    sum only grow, and only a strictly better complete subset replaces the best."""
     n = D.shape[0]
     size = n - f
-    best = [math.inf, None]
+    best = [math.inf, math.inf, None]
     nodes = [0]
     diag_bad = ~np.isfinite(np.diag(D))
 
-    def grow(chosen, start, diam):
+    def worse(d, s):
+        return best[2] is not None and (d > best[0] or (d == best[0] and s >= best[1]))
+
+    def grow(chosen, start, diam, total):
         nodes[0] += 1
         if nodes[0] > max_nodes:
             raise SearchLimit
         if len(chosen) == size:
-            if best[1] is None or diam < best[0]:
-                best[0], best[1] = diam, list(chosen)
+            if best[2] is None or not worse(diam, total):
+                best[0], best[1], best[2] = diam, total, list(chosen)
             return
         for v in range(start, n - (size - len(chosen)) + 1):
-            if diag_bad[v] and size > 0:
-                d_new = math.inf
+            if diag_bad[v]:
+                d_new, t_new = math.inf, math.inf
             else:
-                d_new = max([diam] + [D[v, u] for u in chosen])
-            if best[1] is not None and d_new >= best[0]:
+                row = [D[v, u] for u in chosen]
+                d_new = max([diam] + row)
+                t_new = total + math.fsum(row)
+            if worse(d_new, t_new):
                 continue
             chosen.append(v)
-            grow(chosen, v + 1, d_new)
+            grow(chosen, v + 1, d_new, t_new)
             chosen.pop()
-        if best[1] is None and not chosen:
-            best[1] = list(range(size))  # every subset has an infinite diameter: the first one
 
-    grow([], 0, 0.0)
-    return best[1]
+    grow([], 0, 0.0, 0.0)
+    return best[2] if best[2] is not None else list(range(size))
 
 
 def _top(S, r: int):
@@ -246,14 +251,11 @@ def flag(G, bad, r: int, lam: float, iters: int, eps: float, rank_tol: float):
         w = np.where(use, w, 0.0)
         S = (Z * (w * w)[None, :]) @ Z.T
         if lam > 0 and n > 1:
-            for i in range(n):
-                for j in range(n):
-                    if i == j:
-                        continue
-                    diff = Z[:, i] - Z[:, j]
-                    p = Y.T @ diff
-                    wij = (abs(1.0 - float(p @ p)) + eps) ** -0.25 * lam / (n * (n - 1))
-                    S += (wij * wij) * np.outer(diff, diff)
+            diffs = Z[:, :, None] - Z[:, None, :]  # k x n x n: z_i - z_j
+            p = np.einsum("ka,kij->aij", Y, diffs)
+            wij = (np.abs(1.0 - np.sum(p * p, axis=0)) + eps) ** -0.25 * lam / (n * (n - 1))
+            np.fill_diagonal(wij, 0.0)
+            S = S + np.einsum("aij,bij,ij->ab", diffs, diffs, wij * wij)
         Y = _top(S, r)
     y = Y @ (Y.T @ Z.sum(axis=1)) / r
     coef_g = Qk @ (y / np.sqrt(lam_k))

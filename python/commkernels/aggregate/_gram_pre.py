@@ -64,32 +64,31 @@ def parse_pre(pre, n: int):
     return kind, p
 
 
-def pre_matrix(u: Updates, kind: str, p: dict, G_mean=None, G_zero=None):
-    """(M, G, center) for a pre-aggregation: G is the gram pass it needed ("mean" or "zero")."""
+def pre_matrix(u: Updates, kind: str, p: dict, G=None):
+    """M (n' x n) for a pre-aggregation. G: the gram pass to use (any center for nnm; about zero for clip
+    and arc, which need norms); computed here when None."""
     if kind == "bucketing":
-        return host.bucketing_matrix(u.n, p["s"], p["seed"]), None, None
+        return host.bucketing_matrix(u.n, p["s"], p["seed"])
     if kind == "nnm":
-        G = gram_pass(u, "mean") if G_mean is None else G_mean
-        return host.nnm_matrix(host.sqdist(G, host.bad_rows(G)), p["f"]), G, "mean"
-    G = gram_pass(u, "zero") if G_zero is None else G_zero
+        G = gram_pass(u, "mean") if G is None else G
+        return host.nnm_matrix(host.sqdist(G, host.bad_rows(G)), p["f"])
+    G = gram_pass(u, "zero") if G is None else G
     bad = host.bad_rows(G)
     norms = np.sqrt(np.maximum(np.diag(host.clean(G, bad)), 0.0))
-    s = host.clip_scales(norms, bad, p["c"]) if kind == "clip" else host.arc_scales(norms, bad, p["f"])
-    return np.diag(s), G, "zero"
+    return np.diag(host.clip_scales(norms, bad, p["c"]) if kind == "clip" else host.arc_scales(norms, bad, p["f"]))
 
 
 def prepare(u: Updates, pre, mode: str = "mean") -> Prepared:
-    """The Gram matrix of the rows a rule works on: the workers (pre None) or M X."""
+    """The Gram matrix of the rows a rule works on (the workers, or M X for a pre-aggregation), about the
+    center of ``mode`` ("mean" or "zero"; clip and arc always use "zero": they need the norms)."""
     if pre is None:
         G = gram_pass(u, mode)
         return Prepared(G, host.bad_rows(G), None)
     kind, p = pre
-    M, G, _ = pre_matrix(u, kind, p)
-    if G is None:
-        G = gram_pass(u, mode)
+    G = gram_pass(u, "zero" if kind in ("clip", "arc") else mode)
+    M = pre_matrix(u, kind, p, G)
     bad = host.bad_rows(G)
-    Gc = host.clean(G, bad)
-    Gp = M @ Gc @ M.T
+    Gp = M @ host.clean(G, bad) @ M.T  # nnm and bucketing rows sum to 1: still about the same center
     bad_p = (M[:, bad] != 0).any(axis=1)
     Gp[bad_p, bad_p] = np.inf
     return Prepared(Gp, bad_p, M)
@@ -98,7 +97,7 @@ def prepare(u: Updates, pre, mode: str = "mean") -> Prepared:
 # ---- the pre-aggregations as functions (n' x d results) ---------------------------------------------------
 
 def _pre_run(u: Updates, kind: str, p: dict):
-    M, _, _ = pre_matrix(u, kind, p)
+    M = pre_matrix(u, kind, p)
     return shaped(u, combine_pass(u, M), M.shape[0])
 
 
@@ -107,7 +106,7 @@ def _nnm_run(u, f):
 
 
 def _bucketing_run(u, s, seed):
-    return _pre_run(u, "bucketing", {"s": s, "seed": seed})
+    return _pre_run(u, "bucketing", {"s": s, "seed": seed % (1 << 64)})  # the op's int64 back to uint64
 
 
 def _clip_run(u, c):
@@ -172,3 +171,22 @@ def materialize(u: Updates, pre) -> Updates:
     Y = _pre_run(u, kind, p)
     return updates(Y)
 
+
+
+def with_pre(rule, X, *args, pre, **kwargs):
+    """``rule(pre_aggregation(X), *args, **kwargs)`` for any rule of commkernels.aggregate, e.g.
+    ``with_pre(aggregate.trimmed_mean, X, 2, pre=("nnm", {"f": 2}))``.
+
+    Gram-route rules that take ``pre=`` (krum, bulyan, mda, geometric_median) get it passed through: the
+    pre-aggregation's matrix folds into their Gram matrix and final weights, no extra pass. Any other rule
+    (the coordinate-wise ones read every value) gets the pre-aggregated rows, written once by a combine
+    pass (after nnm/clip/arc's gram pass): there the composition costs those two passes plus the rule's.
+    """
+    u = updates(X)
+    parsed = parse_pre(pre, u.n)
+    name = getattr(rule, "__name__", "")
+    if name in ("krum", "bulyan", "mda", "geometric_median") and getattr(rule, "__module__", "").startswith(
+            "commkernels.aggregate"):
+        return rule(X, *args, pre=pre, **kwargs)
+    kind, p = parsed
+    return rule(_pre_run(u, kind, p), *args, **kwargs)

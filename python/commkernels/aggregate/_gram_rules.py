@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import _backend, _checks
 from . import _gram_host as host
 from ._gram import call, center_vector, choice, combine_pass, define_rule, gram_pass, real, shaped
 from ._gram_pre import Prepared, materialize, parse_pre, prepare
 from ._inputs import Updates, check_f, updates
 
-MDA_MAX_NODES = 2_000_000
+MDA_MAX_NODES = 200_000
 
 
 def _pre_arg(pre):
@@ -225,7 +225,8 @@ _mda_op = define_rule("mda", "int f, str pre", _mda_run)
 
 def mda(X, f: int, pre=None):
     """Minimum-diameter averaging (El Mhamdi et al. 2018): the mean of the (n - f)-subset of smallest
-    diameter (largest pairwise distance); ties to the lexicographically first subset. Exact
+    diameter (largest pairwise distance); ties to the smallest sum of pairwise squared
+    distances, then to the lexicographically first subset. Exact
     branch-and-bound on the distance matrix (one gram pass, one combine pass); ValueError when the search
     passes MDA_MAX_NODES nodes (large n with large f). Needs n > 2f."""
     u = updates(X)
@@ -267,3 +268,47 @@ def flag(X, r: int = 1, lam: float = 0.0, iters: int = 1, eps: float = 1e-7):
     eps = real(eps, "eps", 0.0, low_open=True)
     return call(_flag_op, _flag_run, u, r, lam, iters, eps)
 
+
+
+# ---- Bulyan ----------------------------------------------------------------------------------------------
+
+def _theta(n: int, f: int, theta: str) -> int:
+    return n - 2 * f if theta == "n-2f" else n - 2 * f - 2
+
+
+def _bulyan_run(u: Updates, f: int, theta: str, pre: str):
+    from ._coord import _nearest_median_mean
+
+    pre = _pre_from(pre)
+    P = prepare(u, pre)
+    t = _theta(P.n, f, theta)
+    chosen = sorted(host.bulyan_select(host.sqdist(P.G, P.bad), f, t))
+    if P.M is None:
+        sub = u.subset(chosen)  # the selected workers' memory, no copy
+    else:
+        sub = updates(shaped(u, combine_pass(u, P.M[chosen]), len(chosen)))
+    beta = t - 2 * f
+    if t < 2 * beta:  # the coordinate-wise kernel's window applies
+        return _nearest_median_mean(sub, beta)
+    out = _backend.empty(sub.like, sub.d)
+    sub.module().aggregate_nearest_median_mean(sub.parts, sub.n, beta, out, sub.stream())
+    return shaped(sub, out)
+
+
+_bulyan_op = define_rule("bulyan", "int f, str theta, str pre", _bulyan_run)
+
+
+def bulyan(X, f: int, theta: str = "n-2f", pre=None):
+    """Bulyan (El Mhamdi et al. 2018): theta rounds of Krum, each among the updates not selected yet (with
+    n_r - f - 2 neighbours, at least 0; ties to the lower index), theta = n - 2f (``theta="n-2f-2"``:
+    Garfield's count); then per coordinate the mean of the beta = theta - 2f selected values nearest their
+    median (even count: the mean of the two middle values; NaN the farthest; a tie in distance keeps the
+    larger value). The selection is one gram pass and host work; the second stage reads the selected
+    updates in place (commkernels.aggregate's coordinate-wise kernel where theta < 2 beta, else a per-column
+    sort: csrc/aggregate/nearest.h). Needs n >= 4f + 3. ``pre``: as in krum (the selected pre-aggregated
+    rows are then written once by a combine pass)."""
+    u = updates(X)
+    pre = parse_pre(pre, u.n)
+    f = check_f("bulyan", _rows_after(u.n, pre), f, "n >= 4f+3")
+    theta = choice(theta, "theta", ("n-2f", "n-2f-2"))
+    return call(_bulyan_op, _bulyan_run, u, f, theta, _pre_arg(pre))

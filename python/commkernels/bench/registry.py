@@ -12,6 +12,10 @@ import importlib
 
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
+    "aggregate_coord": ("aggregate_coord",),
+    "aggregate_gram": ("aggregate_gram",),
+    "aggregate_side": ("aggregate_side",),
+    "graph_mix": ("graph_mix",),
     "moe": ("moe",),
     "distributed": ("distributed",),
 }

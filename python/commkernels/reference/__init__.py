@@ -13,3 +13,6 @@ __all__ = ["compress", "moe_balance"]
 from . import compress, graph
 
 __all__ = ["compress", "graph"]
+from . import compress, graph, moe
+
+__all__ = ["compress", "graph", "moe"]

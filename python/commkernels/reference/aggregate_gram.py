@@ -207,8 +207,8 @@ def arc(X, f):
 
 def bulyan(X, f, theta="n-2f"):
     """theta rounds of Krum (each on the rows not yet selected, with n_r - f - 2 neighbours, at least 0),
-    then per coordinate the mean of the beta = theta - 2f selected values nearest their median (ties in
-    distance to the lower value... to the value of the lower selection rank)."""
+    then per coordinate the mean of the beta = theta - 2f selected values nearest their median (even
+    count: the mean of the two middle values; a tie in distance keeps the larger value)."""
     X = np.asarray(X, np.float64)
     n = X.shape[0]
     t = n - 2 * f if theta == "n-2f" else n - 2 * f - 2
@@ -233,24 +233,26 @@ def bulyan(X, f, theta="n-2f"):
     out = np.empty(X.shape[1])
     for j in range(X.shape[1]):
         col = S[:, j]
-        order = sorted(range(t), key=lambda i: (abs(col[i] - med[j]), col[i]))
+        order = sorted(range(t), key=lambda i: (abs(col[i] - med[j]), -col[i]))
         out[j] = col[order[:beta]].mean()
     return out
 
 
 def mda(X, f):
-    """The mean of the (n - f)-subset of smallest diameter (max pairwise distance); ties to the
-    lexicographically first subset (itertools.combinations order)."""
+    """The mean of the (n - f)-subset of smallest diameter (max pairwise squared distance); ties to the
+    smallest sum of pairwise squared distances, then to the lexicographically first subset
+    (itertools.combinations order)."""
     X = np.asarray(X, np.float64)
     n = X.shape[0]
     D = sqdist(X)
-    best, best_set = np.inf, None
+    best, best_set = (np.inf, np.inf), None
     for S in itertools.combinations(range(n), n - f):
-        diam = max((D[i, k] for i, k in itertools.combinations(S, 2)), default=0.0)
-        if len(S) == 1 and not np.isfinite(D[S[0], S[0]]):
-            diam = np.inf
-        if best_set is None or diam < best:
-            best, best_set = diam, S
+        pairs = [D[i, k] for i, k in itertools.combinations(S, 2)]
+        key = (max(pairs, default=0.0), math.fsum(pairs))
+        if any(not np.isfinite(D[i, i]) for i in S):
+            key = (np.inf, np.inf)
+        if best_set is None or key < best:
+            best, best_set = key, S
     return X[list(best_set)].mean(axis=0)
 
 
