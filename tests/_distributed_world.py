@@ -263,6 +263,9 @@ def target_collectives(rank: int, world: int, outdir: str) -> None:
     out["gossip_one_peer"] = y
     out["gossip_time_varying"] = ckd.gossip(x, lambda step: static_mixing(world) if step % 2 else torch.eye(world),
                                             step=1)
+    # a shift (no self weight) with rank 0 holding inf: rank 0 must get rank 1's x exactly, not NaN
+    shift = torch.roll(torch.eye(world, dtype=torch.float64), 1, dims=1)  # W[i, i + 1] = 1
+    out["gossip_shift_from_inf"] = ckd.gossip(torch.full_like(x, math.inf) if rank == 0 else x, shift)
     xs, w = x, torch.ones(1)
     for step in range(3):
         xs, w = ckd.push_sum(xs, w, push_sum_matrix(world), step)

@@ -103,6 +103,13 @@ def test_one_peer_exponential_matrix():
 
 
 @pytest.mark.parametrize("n", WORLDS)
+def test_gossip_skips_a_zero_self_weight(results, n):
+    # rank 0 sends inf and has W[0, 0] = 0: it receives rank 1's tensor exactly (0 * inf would be NaN)
+    assert torch.equal(results[n][0]["gossip_shift_from_inf"], world.rank_tensor(1))
+    assert torch.isinf(results[n][n - 1]["gossip_shift_from_inf"]).all()  # rank n-1 receives rank 0's inf
+
+
+@pytest.mark.parametrize("n", WORLDS)
 def test_one_peer_exponential_gossip_reaches_the_exact_average(results, n):
     X = _inputs(n)
     out = np.stack([r["gossip_one_peer"].double().numpy() for r in results[n]])

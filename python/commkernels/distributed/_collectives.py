@@ -155,7 +155,8 @@ def gossip(tensor: torch.Tensor, graph, step: int = 0, group=None) -> torch.Tens
     W = ``mixing_matrix(graph, n, step)`` (static, time-varying through ``step``, or one-peer exponential):
     every rank must pass the same graph and step. Rank i sends its tensor to each k with W[k, i] != 0
     (k != i) and receives from each j with W[i, j] != 0, in one ``batch_isend_irecv``; nothing goes to
-    ranks that are not neighbours. The sum is W[i, i] x_i plus the neighbours' terms in increasing rank
+    ranks that are not neighbours. The sum is W[i, i] x_i (skipped when W[i, i] = 0: a zero weight is a
+    missing edge, so an infinite x_i does not become NaN) plus the neighbours' terms in increasing rank
     order, in float32 (float64 for float64), rounded once to the tensor's dtype. Bytes sent per rank:
     out-degree times the tensor's bytes. Returns a new tensor; ``tensor`` is not modified.
     """
@@ -168,7 +169,8 @@ def gossip(tensor: torch.Tensor, graph, step: int = 0, group=None) -> torch.Tens
     in_from = [j for j in range(n) if j != i and W[i, j] != 0]
     received = _exchange({k: x for k in out_to}, in_from, x, g)
     acc = _acc(x.dtype)
-    y = x.to(acc) * W[i, i]
+    # a zero weight is a missing edge: it adds nothing (not 0 * x, which is NaN for an infinite x)
+    y = x.to(acc) * W[i, i] if W[i, i] != 0 else torch.zeros_like(x, dtype=acc)
     for j in in_from:
         y += received[j].to(acc) * W[i, j]
     return y.to(x.dtype)
@@ -200,7 +202,7 @@ def push_sum(tensor: torch.Tensor, weight: torch.Tensor, graph, step: int = 0, g
     out_to = [k for k in range(n) if k != i and P[k, i] != 0]
     in_from = [j for j in range(n) if j != i and P[i, j] != 0]
     received = _exchange({k: packed for k in out_to}, in_from, packed, g)
-    y = packed * P[i, i]
+    y = packed * P[i, i] if P[i, i] != 0 else torch.zeros_like(packed)  # a zero weight is a missing edge
     for j in in_from:
         y += received[j] * P[i, j]
     return y[:-1].reshape(tensor.shape).to(tensor.dtype), y[-1:].to(weight.dtype)
