@@ -408,6 +408,20 @@ def test_mean_gradient():
     torch.autograd.gradcheck(lambda *r: agg.mean(list(r), [1.0, 2.0, 3.0]), tuple(rows))
 
 
+def test_median_and_trimmed_mean_gradients():
+    X = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    for even in ("mean", "lower", "upper"):
+        torch.autograd.gradcheck(lambda t: agg.median(t, even=even), (X,))
+    torch.autograd.gradcheck(lambda t: agg.trimmed_mean(t, 2), (X,))
+    rows = [torch.randn(5, dtype=torch.float64, requires_grad=True) for _ in range(7)]
+    torch.autograd.gradcheck(lambda *r: agg.median(list(r)), tuple(rows))
+    torch.autograd.gradcheck(lambda *r: agg.trimmed_mean(list(r), 3), tuple(rows))
+    # ties: the gradient goes to the lower worker index among equal values
+    T = torch.tensor([[2.0], [1.0], [2.0], [2.0]], requires_grad=True)
+    agg.median(T).sum().backward()  # ranks 1 and 2 are workers 0 and 2
+    torch.testing.assert_close(T.grad, torch.tensor([[0.5], [0.0], [0.5], [0.0]]))
+
+
 def test_cuda_matches_cpu(device):
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         X = torch.randn(23, 3001, dtype=dtype)
@@ -430,3 +444,17 @@ def test_jax():
     assert isinstance(got, jax.Array)
     np.testing.assert_array_equal(np.asarray(got), agg.trimmed_mean(X, 2))
     np.testing.assert_array_equal(np.asarray(agg.median([jax.numpy.asarray(r) for r in X])), agg.median(X))
+
+
+def test_byzfl_parity():
+    from commkernels.bench.aggregate_coord import byzfl_aggregators
+
+    byzfl = byzfl_aggregators()
+    if byzfl is None:
+        pytest.skip("ByzFL is not installed")
+    for n in (9, 10):  # ByzFL computes in float32
+        X = torch.randn(n, 501, generator=torch.Generator().manual_seed(n))
+        atol = n * 2.0**-24 * float(X.abs().max())  # two float32 sums of at most n terms, in any order
+        torch.testing.assert_close(agg.median(X), byzfl.Median()(X), rtol=0, atol=2.0**-24 * float(X.abs().max()))
+        torch.testing.assert_close(agg.trimmed_mean(X, 3), byzfl.TrMean(f=3)(X), rtol=0, atol=atol)
+        torch.testing.assert_close(agg.meamed(X, 3), byzfl.Meamed(f=3)(X), rtol=0, atol=atol)

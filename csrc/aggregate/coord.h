@@ -135,10 +135,12 @@ CK_HD T round_to(double v) {
 // For types of up to 32 bits, (xl + xr) <= 2c is decided exactly in double; float64 compares distances.
 template <class T>
 CK_HD bool left_is_farther(double xl, double xr, double c, double twice_c) {
-  if (xr != xr) return false;  // a NaN on the right is the farthest
-  const bool finite = xl - xl == 0 && xr - xr == 0;
-  if (sizeof(T) < 8 && finite) return xl + xr <= twice_c;
-  return c - xl >= xr - c;
+  // branch-free (the CPU evaluates it across a tile's lanes): & rather than &&
+  const bool right_nan = xr != xr;  // a NaN on the right is the farthest
+  const bool finite = (xl - xl == 0) & (xr - xr == 0);
+  const bool exact = xl + xr <= twice_c;
+  const bool by_distance = c - xl >= xr - c;
+  return !right_nan & ((sizeof(T) < 8) & finite ? exact : by_distance);
 }
 
 // The rule's result for one ordered column: col[p * stride] holds the key of the p-th smallest value. The

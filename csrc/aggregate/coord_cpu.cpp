@@ -20,7 +20,10 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-constexpr int kTileBytes = 256;
+#ifndef CK_COORD_TILE_BYTES
+#define CK_COORD_TILE_BYTES 256
+#endif
+constexpr int kTileBytes = CK_COORD_TILE_BYTES;
 constexpr int kMaxNetwork = 256;
 constexpr int kTilesPerGrain = 16;
 
@@ -75,6 +78,16 @@ struct Tile {
   static constexpr int W = kTileBytes / int(sizeof(K));
 };
 
+// One comparator on W lanes: a <- min(a, b), b <- max(a, b). Distinct rows (restrict: no aliasing check).
+template <class K, int W>
+__attribute__((always_inline)) inline void compare_rows(K* __restrict a, K* __restrict b) {
+  for (int l = 0; l < W; ++l) {
+    const K x = a[l], y = b[l];
+    a[l] = x < y ? x : y;
+    b[l] = x < y ? y : x;
+  }
+}
+
 // The reductions read the ordered tile: row p holds the p-th smallest value of each of the W columns.
 template <class T>
 __attribute__((always_inline)) inline void reduce_tile(const order_key_t<T>* __restrict tile, int n, const CoordArgs& args,
@@ -115,19 +128,32 @@ __attribute__((always_inline)) inline void reduce_tile(const order_key_t<T>* __r
       twice[l] = 2 * center[l];
     }
   }
+  // s per lane: the number of k in [1, f] whose left end x_(k-1) is at least as far from the center as the
+  // right end x_(n-1-f+k) (left_is_farther, written out here in a form the compiler vectorises)
   int32_t s[W];
   for (int l = 0; l < W; ++l) s[l] = 0;
   for (int k = 1; k <= f; ++k) {
     const K* left = tile + (k - 1) * W;
     const K* right = tile + (n - 1 - f + k) * W;
-    for (int l = 0; l < W; ++l)
-      s[l] += left_is_farther<T>(double(key_value<T>(left[l])), double(key_value<T>(right[l])), center[l], twice[l]);
+    double xl[W], xr[W];
+    for (int l = 0; l < W; ++l) xl[l] = double(key_value<T>(left[l]));
+    for (int l = 0; l < W; ++l) xr[l] = double(key_value<T>(right[l]));
+    for (int l = 0; l < W; ++l) {
+      const double a = xl[l], b = xr[l], c = center[l];
+      const int32_t exact = int32_t(a - a == 0) & int32_t(b - b == 0) & int32_t(sizeof(T) < 8);
+      const int32_t by_sum = int32_t(a + b <= twice[l]);
+      const int32_t by_distance = int32_t(c - a >= b - c);
+      s[l] += ((exact & by_sum) | ((exact ^ 1) & by_distance)) & int32_t(b == b);
+    }
   }
   A acc[W];
   for (int l = 0; l < W; ++l) acc[l] = A(0);
   for (int p = 0; p < n; ++p) {
     const K* row = tile + p * W;
-    for (int l = 0; l < W; ++l) acc[l] += (p >= s[l] && p < s[l] + n - f) ? key_value<T>(row[l]) : A(0);
+    for (int l = 0; l < W; ++l) {
+      const A v = key_value<T>(row[l]);
+      acc[l] += (int32_t(p >= s[l]) & int32_t(p < s[l] + n - f)) ? v : A(0);
+    }
   }
   for (int l = 0; l < w; ++l) out[l] = from_acc<T>(acc[l] / A(n - f));
 }
@@ -154,15 +180,7 @@ __attribute__((always_inline)) inline void coord_range(const RowView<T> X, const
       }
     }
     if (net) {
-      for (int64_t c = 0; c < comparators; ++c) {
-        K* __restrict a = tile + net[c].a * W;
-        K* __restrict b = tile + net[c].b * W;
-        for (int l = 0; l < W; ++l) {
-          const K x = a[l], y = b[l];
-          a[l] = x < y ? x : y;
-          b[l] = x < y ? y : x;
-        }
-      }
+      for (int64_t c = 0; c < comparators; ++c) compare_rows<K, W>(tile + net[c].a * W, tile + net[c].b * W);
     } else {
       column.resize(size_t(n));
       for (int l = 0; l < w; ++l) {

@@ -30,15 +30,55 @@ def _fake(parts, stacked):
     return first.new_empty(first.shape[1:] if stacked else first.shape)
 
 
-def _define(rule: str, schema_args: str, kernel, fake):
-    return _torch_ops.define(rule, f"(Tensor[] X, bool stacked{schema_args}) -> Tensor", kernel, fake)
+def _define(rule: str, schema_args: str, kernel, fake, backward=None, setup_context=None):
+    return _torch_ops.define(rule, f"(Tensor[] X, bool stacked{schema_args}) -> Tensor", kernel, fake,
+                             backward=backward, setup_context=setup_context)
+
+
+# Autograd of the median and the trimmed mean: the gradient goes to the selected values, found by a
+# stable sort of the workers (ties between equal values go to the lower worker index; NaN sorts last,
+# as in the kernels). Only the backward pass sorts, and only when a gradient is asked for.
+def _rank_setup(ctx, inputs, output):
+    X, stacked, arg = inputs
+    ctx.stacked, ctx.count, ctx.arg = stacked, len(X), arg
+    ctx.save_for_backward(*X)
+
+
+def _rank_backward(ctx, grad, ranks):
+    torch = _torch_ops.torch
+    parts = ctx.saved_tensors
+    X = parts[0] if ctx.stacked else torch.stack(parts)
+    n = X.shape[0]
+    flat = X.detach().reshape(n, -1)
+    order = torch.sort(flat, dim=0, stable=True).indices
+    g = torch.zeros(flat.shape, dtype=grad.dtype, device=grad.device)
+    row = grad.reshape(1, -1)
+    for rank, weight in ranks(n):
+        g.scatter_add_(0, order[rank:rank + 1], row * weight)
+    g = g.reshape(X.shape)
+    return (list(g.unbind(0)) if not ctx.stacked else [g]), None, None
+
+
+def _median_ranks(even):
+    def ranks(n):
+        lo, hi = (n - 1) // 2, n // 2
+        if lo == hi or even == "lower":
+            return [(lo, 1.0)]
+        return [(hi, 1.0)] if even == "upper" else [(lo, 0.5), (hi, 0.5)]
+    return ranks
+
+
+def _trimmed_ranks(f):
+    return lambda n: [(r, 1.0 / (n - 2 * f)) for r in range(f, n - f)]
 
 
 _median_op = _define("median", ", str even", lambda X, stacked, even: _run(from_parts(X, stacked), "median", even, 0),
-                     lambda X, stacked, even: _fake(X, stacked))
+                     lambda X, stacked, even: _fake(X, stacked), setup_context=_rank_setup,
+                     backward=lambda ctx, grad: _rank_backward(ctx, grad, _median_ranks(ctx.arg)))
 _trimmed_mean_op = _define("trimmed_mean", ", int f",
                            lambda X, stacked, f: _run(from_parts(X, stacked), "trimmed_mean", "mean", f),
-                           lambda X, stacked, f: _fake(X, stacked))
+                           lambda X, stacked, f: _fake(X, stacked), setup_context=_rank_setup,
+                           backward=lambda ctx, grad: _rank_backward(ctx, grad, _trimmed_ranks(ctx.arg)))
 _meamed_op = _define("meamed", ", int f", lambda X, stacked, f: _run(from_parts(X, stacked), "meamed", "mean", f),
                      lambda X, stacked, f: _fake(X, stacked))
 _phocas_op = _define("phocas", ", int f", lambda X, stacked, f: _run(from_parts(X, stacked), "phocas", "mean", f),
@@ -57,6 +97,8 @@ def median(X, even: str = "mean"):
     even: for an even n, "mean" (default) averages the two middle values (computed exactly, rounded once
     to X's dtype); "lower" / "upper" take one of them (Garfield takes "upper"). An odd n, "lower" and
     "upper" return an input value bit for bit. Needs n >= 1. Order of non-finite values: see the module.
+    Differentiable for torch tensors: the gradient goes to the selected worker(s) (half each to the two
+    middle ones for even="mean"; among equal values, the lower worker index).
     X: an (n, *shape) array or a list of n arrays of one shape (``commkernels.aggregate``).
     """
     if even not in _EVEN:
@@ -70,6 +112,7 @@ def trimmed_mean(X, f=None, *, fraction=None):
 
     Give f (an int, n > 2f) or ``fraction`` (Flower's trimmed mean: f = int(fraction * n), 0 <= fraction
     < 0.5), not both. Summed in float32 (float64 for float64 X) in ascending order, divided once.
+    Differentiable for torch tensors: 1 / (n - 2f) of the gradient to each kept value.
     """
     u = updates(X)
     if fraction is not None:

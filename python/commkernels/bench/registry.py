@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_gram")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:
