@@ -14,7 +14,6 @@ Tolerances are derived, not tuned:
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
