@@ -185,22 +185,50 @@ void gram_typed(const Rows& rows_in, GramCenter mode, const T* center, double* G
 
 constexpr int64_t kCombineBlock = 2048;
 
+// Output rows go in groups of 4: a worker whose 4 weights are all non-zero is read once for the 4 sums;
+// otherwise each non-zero weight adds alone (a zero weight never touches its row: 0 * NaN is NaN). Every
+// output still adds the workers in index order, so the bits do not depend on the grouping.
 template <class T>
 CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t j0, int64_t len,
                              T* out, int64_t d) {
   using A = acc_t<T>;
-  A acc[kCombineBlock];
-  for (int64_t q = 0; q < r; ++q) {
-    std::fill(acc, acc + len, A(0));
-    const double* w = W + q * m;
+  constexpr int kOut = 4;
+  A acc[kOut][kCombineBlock];
+  for (int64_t q0 = 0; q0 < r; q0 += kOut) {
+    const int outs = int(std::min<int64_t>(kOut, r - q0));
+    for (int o = 0; o < outs; ++o) std::fill(acc[o], acc[o] + len, A(0));
     for (int64_t i = 0; i < m; ++i) {
-      if (w[i] == 0.0) continue;
-      const A wi = A(w[i]);
       const T* x = rows.row(i) + j0;
-      for (int64_t j = 0; j < len; ++j) acc[j] += wi * to_acc(x[j]);
+      bool all = outs == kOut;
+      for (int o = 0; o < outs; ++o) all = all && W[(q0 + o) * m + i] != 0.0;
+      if (all) {
+        const A w0 = A(W[q0 * m + i]), w1 = A(W[(q0 + 1) * m + i]), w2 = A(W[(q0 + 2) * m + i]),
+                w3 = A(W[(q0 + 3) * m + i]);
+        A* a0 = acc[0];
+        A* a1 = acc[1];
+        A* a2 = acc[2];
+        A* a3 = acc[3];
+        for (int64_t j = 0; j < len; ++j) {
+          const A v = to_acc(x[j]);
+          a0[j] += w0 * v;
+          a1[j] += w1 * v;
+          a2[j] += w2 * v;
+          a3[j] += w3 * v;
+        }
+        continue;
+      }
+      for (int o = 0; o < outs; ++o) {
+        const double w = W[(q0 + o) * m + i];
+        if (w == 0.0) continue;
+        const A wi = A(w);
+        A* a = acc[o];
+        for (int64_t j = 0; j < len; ++j) a[j] += wi * to_acc(x[j]);
+      }
     }
-    T* o = out + q * d + j0;
-    for (int64_t j = 0; j < len; ++j) o[j] = from_acc<T>(acc[j]);
+    for (int o = 0; o < outs; ++o) {
+      T* dst = out + (q0 + o) * d + j0;
+      for (int64_t j = 0; j < len; ++j) dst[j] = from_acc<T>(acc[o][j]);
+    }
   }
 }
 
