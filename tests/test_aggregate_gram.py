@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import commkernels
@@ -304,6 +304,11 @@ def test_pre_composition_equals_two_steps(case, kind, data):
     Y = {"nnm": lambda: R.nnm(values, 1), "bucketing": lambda: R.bucketing(values, 1, 5),
          "clip": lambda: R.clip(values, 2.0), "arc": lambda: R.arc(values, 1)}[kind]()
     f = data.draw(st.integers(0, (len(Y) - 3) // 2))
+    # pre-aggregated rows often tie exactly (nnm of 1-D data has two distinct rows): a tie between
+    # different rows is decided by rounding, so such draws are not comparable with exact selections
+    scores = R.krum_scores(Y, f)
+    near = np.flatnonzero(scores <= scores.min() * (1 + 1e-9) + 1e-12)
+    assume(all(np.array_equal(Y[i], Y[near[0]]) for i in near))
     out = to_f64(A.krum(X, f, pre=(kind, params)))
     np.testing.assert_allclose(out, R.krum(Y, f), rtol=1e-10, atol=1e-10)
     if n > 2 and kind in ("nnm", "bucketing"):
