@@ -561,3 +561,12 @@ def test_torch_compile_fullgraph():
     compiled = torch.compile(lambda X: A.krum(X, 2, m=2) * 2 + A.nnm(X, 2).sum(0), fullgraph=True,
                              backend="aot_eager")
     torch.testing.assert_close(compiled(X), A.krum(X, 2, m=2) * 2 + A.nnm(X, 2).sum(0))
+
+
+def test_combine_gradcheck():
+    W = [[0.5, -1.0, 0.0, 2.0], [0.0, 0.25, 1.0, 0.0]]
+    X = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda X: A.combine(X, W), (X,))
+    rows = [torch.randn(3, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    assert torch.autograd.gradcheck(lambda *rows: A.combine(list(rows), W), tuple(rows))
+    torch.library.opcheck(torch.ops.commkernels.combine, ([X], True, sum(W, []), 2))
