@@ -205,10 +205,9 @@ def _combine_setup(ctx, inputs, output):
 def _combine_backward(ctx, grad):
     """d(W X)/dX: the gradient of row i is sum_r W[r][i] grad[r] (linear, so no data is saved)."""
     torch = _torch_ops.torch
-    Wt = torch.tensor(ctx.W, dtype=torch.float64).reshape(ctx.r, ctx.n).T.to(device=grad.device,
-                                                                            dtype=torch.float32 if grad.dtype
-                                                                            != torch.float64 else torch.float64)
-    g = (Wt @ grad.reshape(ctx.r, -1).to(Wt.dtype)).to(grad.dtype)
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    Wt = torch.tensor(ctx.W, dtype=torch.float64).reshape(ctx.r, ctx.n).T.to(device=grad.device, dtype=acc)
+    g = (Wt @ grad.reshape(ctx.r, -1).to(acc)).to(grad.dtype)
     shape = tuple(grad.shape[1:])
     if ctx.stacked:
         return [g.reshape((ctx.n,) + shape)], None, None, None
