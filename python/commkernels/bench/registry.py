@@ -23,6 +23,7 @@ FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:
