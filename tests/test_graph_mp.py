@@ -1,0 +1,285 @@
+"""commkernels.graph message passing: scatter / segment / gather against the NumPy float64 reference and
+torch's own reductions, gradients, determinism across thread counts, bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import commkernels
+from commkernels import graph
+from commkernels.reference import graph_mp as ref
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+# unit roundoff of the accumulator (float32 for the 16-bit types) and of the stored output
+ACC_EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-24, "bfloat16": 2.0**-24}
+OUT_EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+# half the spacing of the subnormals: the absolute error of one rounding near zero
+ACC_TINY = {"float64": 2.0**-1075, "float32": 2.0**-150, "float16": 2.0**-150, "bfloat16": 2.0**-150}
+OUT_TINY = {"float64": 2.0**-1075, "float32": 2.0**-150, "float16": 2.0**-25, "bfloat16": 2.0**-134}
+ops = torch.ops.commkernels
+
+
+def to64(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(a).astype(np.float64)
+
+
+def make(values: np.ndarray, dtype: str, framework: str):
+    t = torch.from_numpy(np.ascontiguousarray(values)).to(getattr(torch, dtype))
+    return t.numpy() if framework == "numpy" else t
+
+
+def make_index(values: np.ndarray, dtype: str, framework: str):
+    a = np.ascontiguousarray(values.astype(dtype))
+    return a if framework == "numpy" else torch.from_numpy(a)
+
+
+@st.composite
+def scatter_cases(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    framework = "torch" if dtype == "bfloat16" else draw(st.sampled_from(["numpy", "torch"]))
+    e = draw(st.integers(0, 300))
+    dim_size = draw(st.integers(1 if e else 0, 40))
+    feat = draw(st.sampled_from([(), (1,), (5,), (2, 3), (33,)]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["normal", "ties", "nan"]))
+    if kind == "ties":  # few distinct values: max/min ties must go to the lowest source row
+        values = rng.integers(-2, 3, (e, *feat)).astype(np.float64)
+    else:
+        values = rng.standard_normal((e, *feat))
+        if kind == "nan" and values.size:
+            values.reshape(-1)[rng.integers(0, values.size, max(1, values.size // 20))] = np.nan
+    order = draw(st.sampled_from(["random", "sorted"]))
+    index = rng.integers(0, max(dim_size, 1), e)
+    if order == "sorted":
+        index = np.sort(index)
+    index_dtype = draw(st.sampled_from(["int32", "int64"]))
+    return make(values, dtype, framework), make_index(index, index_dtype, framework), dim_size, dtype
+
+
+def tolerance(src64: np.ndarray, groups, reduce: str, want: np.ndarray, dtype: str) -> np.ndarray:
+    """Per-element bound on |kernel - reference|: a k-term float sum errs by at most (k - 1) u sum|x|; a
+    mean adds one rounding of the division, a product k u |prod|; then one rounding into the output dtype."""
+    acc, out = ACC_EPS[dtype], OUT_EPS[dtype]
+    s2 = np.abs(src64.reshape(src64.shape[0], int(np.prod(src64.shape[1:], dtype=np.int64))))
+    rows = len(groups)
+    bound = np.zeros((rows, s2.shape[1]))
+    want2 = want.reshape(rows, s2.shape[1])
+    for i, ids in enumerate(groups):
+        k = len(ids)
+        if k == 0 or reduce in ("max", "min"):
+            continue
+        total = s2[ids].sum(axis=0)
+        if reduce == "sum":
+            bound[i] = (k - 1) * acc * total
+        elif reduce == "mean":
+            bound[i] = (k - 1) * acc * total / k + acc * np.abs(want2[i])
+        else:  # each rounding of a partial product also errs by ACC_TINY where it underflows
+            bound[i] = (k + 1) * (acc * np.abs(want2[i]) + ACC_TINY[dtype] * np.maximum(s2[ids], 1).prod(axis=0))
+    return (bound + out * np.abs(want2) + OUT_TINY[dtype]).reshape(want.shape) * 1.0000001
+
+
+def check_reduction(got, want, arg_got, arg_want, src64, groups, reduce, dtype, index_dtype):
+    got = got if reduce not in ("max", "min") else got
+    g64 = to64(got)
+    assert g64.shape == want.shape
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(g64), nan)
+    if reduce in ("max", "min"):
+        np.testing.assert_array_equal(g64[~nan], want[~nan])  # exact: max/min pick an element
+        assert str(arg_got.dtype).endswith(index_dtype)
+        np.testing.assert_array_equal(np.asarray(arg_got.cpu() if isinstance(arg_got, torch.Tensor) else arg_got),
+                                      arg_want)
+    else:
+        finite = ~nan & np.isfinite(want)
+        bound = tolerance(src64, groups, reduce, want, dtype)
+        assert np.all(np.abs(g64 - want)[finite] <= bound[finite])
+
+
+@given(scatter_cases(), st.sampled_from(graph.REDUCES))
+def test_scatter_matches_reference(case, reduce):
+    src, index, dim_size, dtype = case
+    got = graph.scatter(src, index, dim_size, reduce)
+    out, arg = got if reduce in ("max", "min") else (got, None)
+    assert type(out) is type(src) and str(out.dtype) == str(src.dtype)
+    src64, index64 = to64(src), np.asarray(index).astype(np.int64)
+    want, arg_want = ref.scatter(src64, index64, dim_size, reduce)
+    groups = [np.flatnonzero(index64 == i) for i in range(dim_size)]
+    check_reduction(out, want, arg, arg_want, src64, groups, reduce, dtype, str(index.dtype).split(".")[-1])
+
+
+@given(scatter_cases(), st.sampled_from(graph.REDUCES), st.data())
+def test_segment_matches_reference(case, reduce, data):
+    src, _, _, dtype = case
+    e = src.shape[0]
+    rows = data.draw(st.integers(0, 20))
+    cuts = sorted(data.draw(st.lists(st.integers(0, e), min_size=rows + 1, max_size=rows + 1)))
+    framework = "numpy" if isinstance(src, np.ndarray) else "torch"
+    indptr = make_index(np.array(cuts, dtype=np.int64), data.draw(st.sampled_from(["int32", "int64"])), framework)
+    got = graph.segment(src, indptr, reduce)
+    out, arg = got if reduce in ("max", "min") else (got, None)
+    src64 = to64(src)
+    want, arg_want = ref.segment(src64, cuts, reduce)
+    groups = [np.arange(cuts[i], cuts[i + 1]) for i in range(rows)]
+    check_reduction(out, want, arg, arg_want, src64, groups, reduce, dtype, str(indptr.dtype).split(".")[-1])
+
+
+@given(scatter_cases())
+def test_gather_matches_reference(case):
+    src, index, _, dtype = case
+    n = src.shape[0]
+    if n == 0:
+        return
+    rng = np.random.default_rng(n)
+    idx = make_index(rng.integers(0, n, 50), str(index.dtype).split(".")[-1],
+                     "numpy" if isinstance(src, np.ndarray) else "torch")
+    got = graph.gather(src, idx)
+    np.testing.assert_array_equal(to64(got), ref.gather(to64(src), np.asarray(idx)))
+
+
+@pytest.mark.parametrize("reduce, torch_reduce", [("sum", "sum"), ("mean", "mean"), ("max", "amax"),
+                                                  ("min", "amin"), ("mul", "prod")])
+def test_scatter_equals_torch_scatter_reduce(reduce, torch_reduce):
+    g = torch.Generator().manual_seed(3)
+    e, n, f = 5000, 300, 7  # some rows stay empty: include_self=False leaves them at out's initial value
+    src = torch.randn(e, f, generator=g, dtype=torch.float64) * (0.2 if reduce == "mul" else 1.0) + \
+        (1.0 if reduce == "mul" else 0.0)
+    index = torch.randint(0, n, (e,), generator=g)
+    index[index % 17 == 0] = 5
+    got = graph.scatter(src, index, n, reduce)
+    got = got[0] if reduce in ("max", "min") else got
+    init = torch.ones(n, f, dtype=src.dtype) if reduce == "mul" else torch.zeros(n, f, dtype=src.dtype)
+    want = init.scatter_reduce(0, index.unsqueeze(1).expand(e, f), src, torch_reduce, include_self=False)
+    if reduce in ("max", "min"):
+        assert torch.equal(got, want)
+    else:
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    if reduce == "sum":
+        torch.testing.assert_close(got, torch.zeros(n, f, dtype=src.dtype).index_add_(0, index, src),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_empty_rows_and_ties():
+    src = np.array([[1.0, 5.0], [3.0, 5.0], [3.0, 2.0], [0.0, 0.0]], np.float32)
+    index = np.array([1, 1, 1, 3], np.int64)
+    out, arg = graph.scatter(src, index, 5, "max")
+    np.testing.assert_array_equal(out, [[0, 0], [3, 5], [0, 0], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(arg, [[4, 4], [1, 0], [4, 4], [3, 3], [4, 4]])
+    out, arg = graph.scatter(src, index, 5, "min")
+    np.testing.assert_array_equal(arg, [[4, 4], [0, 2], [4, 4], [3, 3], [4, 4]])
+    np.testing.assert_array_equal(graph.scatter(src, index, 5, "mul")[[0, 2, 4]], np.ones((3, 2)))
+    np.testing.assert_array_equal(graph.scatter(src, index, 5, "mean")[[0, 2, 4]], np.zeros((3, 2)))
+    empty = graph.scatter(np.zeros((0, 3), np.float32), np.zeros(0, np.int32), 2, "max")
+    assert empty[0].shape == (2, 3) and (empty[1] == 0).all()
+    assert graph.scatter(np.zeros((0, 3), np.float32), np.zeros(0, np.int32)).shape == (0, 3)
+    nan = np.array([1.0, np.nan, 7.0, np.nan], np.float64)
+    out, arg = graph.scatter(nan, np.zeros(4, np.int64), 1, "max")
+    assert np.isnan(out[0]) and arg[0] == 1
+
+
+def test_deterministic_whatever_the_thread_count():
+    rng = np.random.default_rng(4)
+    e, n, f = 400_000, 5000, 8
+    src = rng.standard_normal((e, f)).astype(np.float32)
+    index = rng.integers(0, n, e).astype(np.int32)
+    index[: e // 3] = 7  # a heavy row
+    before, results = commkernels.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            commkernels.set_num_threads(threads)
+            results.append(tuple(a.tobytes() for a in (graph.scatter(src, index, n), *graph.scatter(src, index, n, "max"),
+                                                       graph.gather(src, index))))
+    finally:
+        commkernels.set_num_threads(before)
+    assert results[0] == results[1] == results[2]
+
+
+def distinct(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = torch.Size(shape).numel()
+    values = (torch.randperm(n, generator=g) + 1).to(torch.float64) * 0.25 - n * 0.125
+    return values.reshape(shape).requires_grad_(True)
+
+
+@pytest.mark.parametrize("reduce", graph.REDUCES)
+def test_gradcheck_scatter_segment(reduce):
+    src = distinct((12, 3))
+    if reduce == "mul":
+        with torch.no_grad():
+            src[2, 1] = 0.0  # the one zero of its row, and a row with two zeros
+            src[4, 0] = src[7, 0] = 0.0
+    index = torch.tensor([0, 2, 2, 0, 1, 2, 0, 1, 1, 4, 2, 0])
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    assert torch.autograd.gradcheck(lambda s: first(graph.scatter(s, index, 6, reduce)), (src,))
+    indptr = torch.tensor([1, 4, 4, 9, 11], dtype=torch.int32)
+    assert torch.autograd.gradcheck(lambda s: first(graph.segment(s, indptr, reduce)), (src,))
+
+
+def test_gradcheck_gather():
+    x = distinct((5, 4))
+    index = torch.tensor([4, 0, 0, 2, 4, 4], dtype=torch.int32)
+    assert torch.autograd.gradcheck(lambda t: graph.gather(t, index), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: graph.gather(t, index), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_opcheck(dtype):
+    src = torch.randn(20, 3, dtype=dtype, requires_grad=dtype != torch.float16)
+    index = torch.randint(0, 6, (20,))
+    indptr = torch.tensor([0, 3, 3, 12, 20])
+    for reduce in range(5) if dtype == torch.float32 else (0, 2):  # opcheck is slow: all reduces once
+        torch.library.opcheck(ops.scatter.default, (src, index, 6, reduce))
+        torch.library.opcheck(ops.segment.default, (src, indptr, reduce))
+    torch.library.opcheck(ops.gather.default, (src, index))
+
+
+def test_cuda_matches_cpu(device):
+    g = torch.Generator().manual_seed(5)
+    src = torch.randn(20000, 16, generator=g)
+    index = torch.randint(0, 1000, (20000,), generator=g)
+    for reduce in graph.REDUCES:
+        got = graph.scatter(src.to(device), index.to(device), 1000, reduce)
+        want = graph.scatter(src, index, 1000, reduce)
+        if reduce in ("max", "min"):
+            assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[0].cpu(), want[0])
+        else:
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(graph.gather(src.to(device), index.to(device)).cpu(), graph.gather(src, index))
+
+
+def test_bad_inputs():
+    src = np.ones((4, 2), np.float32)
+    index = np.array([0, 1, 1, 3])
+    with pytest.raises(ValueError, match="index"):
+        graph.scatter(src, index, 3)
+    with pytest.raises(ValueError, match="index"):
+        graph.scatter(src, np.array([0, -1, 1, 0]), 3)
+    with pytest.raises(ValueError, match="index"):
+        graph.scatter(src, index[:3], 4)
+    with pytest.raises(TypeError, match="index"):
+        graph.scatter(src, index.astype(np.float32), 4)
+    with pytest.raises(TypeError, match="src"):
+        graph.scatter(src.astype(np.int32), index, 4)
+    with pytest.raises(TypeError, match="index"):
+        graph.scatter(src, torch.from_numpy(index), 4)
+    with pytest.raises(ValueError, match="reduce"):
+        graph.scatter(src, index, 4, "median")
+    with pytest.raises(ValueError, match="dim_size"):
+        graph.scatter(src, index, -1)
+    with pytest.raises(ValueError, match="src"):
+        graph.scatter(np.ones((), np.float32), np.zeros(1, np.int64), 1)
+    with pytest.raises(ValueError, match="indptr"):
+        graph.segment(src, np.array([0, 3, 2]))
+    with pytest.raises(ValueError, match="indptr"):
+        graph.segment(src, np.array([0, 5]))
+    with pytest.raises(ValueError, match="indptr"):
+        graph.segment(src, np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="index"):
+        graph.gather(src, np.array([4]))
+    with pytest.raises(ValueError, match="src"):
+        graph.scatter(np.ones((4, 4), np.float32)[:, ::2], index, 4)
