@@ -5,11 +5,11 @@ Families: ``commkernels.compress`` (gradient compression). See README.md and sha
 
 from __future__ import annotations
 
-from . import _backend, compress
+from . import _backend, compress, graph
 from ._info import info
 
 __version__ = "0.1.0"
-__all__ = ["compress", "info", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["compress", "graph", "info", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def set_num_threads(n: int) -> None:
