@@ -75,3 +75,80 @@ def segment(src, indptr, reduce: str = "sum"):
 
 def gather(x, index):
     return np.asarray(x, dtype=np.float64)[np.asarray(index, dtype=np.int64)]
+
+
+def _edge_heads(values, e: int) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    return v.reshape(e, -1)
+
+
+def spmm(src, dst, n: int, x, edge_weight=None, reduce: str = "sum"):
+    """out[i] = reduce over edges e with dst[e] == i (ascending e) of w_e * x[src[e]]; x (n, ...) or, with
+    (E, H) weights, (n, H, ...). Returns (out, arg); arg (edge ids, E for an empty row) for max / min."""
+    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    e = src.shape[0]
+    w = np.ones((e, 1)) if edge_weight is None else _edge_heads(edge_weight, e)
+    heads = w.shape[1]
+    x3 = x.reshape(n, heads, -1) if heads > 1 else x.reshape(n, 1, -1)
+    f = x3.shape[2]
+    out = np.empty((n, heads, f))
+    arg = np.empty((n, heads, f), dtype=np.int64)
+    for i in range(n):
+        ids = np.flatnonzero(dst == i)
+        for h in range(heads):
+            msgs = w[ids, h][:, None] * x3[src[ids], h]
+            out[i, h], arg[i, h] = _reduce_rows(msgs, ids, reduce, e, f)
+    return out.reshape(x.shape), (arg.reshape(x.shape) if reduce in ("max", "min") else None)
+
+
+def sddmm(src, dst, a, b):
+    """out[e] = a[dst[e]] . b[src[e]] ((n, D) -> (E,); (n, H, D) -> (E, H))."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a[np.asarray(dst, np.int64)] * b[np.asarray(src, np.int64)]).sum(axis=-1)
+
+
+def edge_softmax(dst, n: int, scores):
+    """Per destination node, the softmax of its in-edges' scores ((E,) or (E, H)); -inf scores and nodes
+    whose scores are all -inf give 0."""
+    dst = np.asarray(dst, np.int64)
+    s = np.asarray(scores, np.float64)
+    s2 = s.reshape(s.shape[0], -1)
+    out = np.zeros_like(s2)
+    for i in range(n):
+        ids = np.flatnonzero(dst == i)
+        for h in range(s2.shape[1]):
+            v = s2[ids, h]
+            finite = v != -np.inf
+            if not finite.any():
+                continue
+            m = v[finite].max()
+            p = np.where(finite, np.exp(v - m), 0.0)
+            out[ids, h] = p / p.sum()
+    return out.reshape(s.shape)
+
+
+def graph_attention(src, dst, n: int, q, k, v, edge_bias=None, scale=None):
+    """out[i, h] = sum over in-edges e of i of softmax_e(scale q[i, h] . k[src e, h] + bias[e, h]) v[src e, h]
+    (q, k (n, H, D), v (n, H, Dv); bias (E,) or (E, H); scale 1 / sqrt(D) by default). Returns (out, lse)
+    with lse[i, h] the log-sum-exp of the logits (-inf, out 0, for a node with none)."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+    e, heads, d = src.shape[0], q.shape[1], q.shape[2]
+    scale = 1.0 / np.sqrt(d) if scale is None else scale
+    logits = scale * (q[dst] * k[src]).sum(axis=-1)  # (E, H)
+    if edge_bias is not None:
+        b = np.asarray(edge_bias, np.float64).reshape(e, -1)
+        logits = logits + b
+    alpha = edge_softmax(dst, n, logits)
+    out = np.zeros((n, heads, v.shape[2]))
+    lse = np.full((n, heads), -np.inf)
+    for i in range(n):
+        ids = np.flatnonzero(dst == i)
+        for h in range(heads):
+            out[i, h] = (alpha[ids, h][:, None] * v[src[ids], h]).sum(axis=0)
+            finite = logits[ids, h][logits[ids, h] != -np.inf]
+            if finite.size:
+                m = finite.max()
+                lse[i, h] = m + np.log(np.exp(finite - m).sum())
+    return out, lse

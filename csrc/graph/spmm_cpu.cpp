@@ -1,0 +1,185 @@
+// spmm, sddmm and edge_softmax on the CPU: OpenMP over destination rows (blocks balanced by edges), each
+// row's slots in order, features in L1-sized tiles (row_reduce_cpu.h). No atomics, no per-call scratch.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../common/parallel.h"
+#include "row_reduce_cpu.h"
+#include "spmm.h"
+
+namespace ck::CK_BACKEND {
+namespace {
+
+using cpu_detail::for_rows;
+using cpu_detail::reduce_row;
+
+template <class F>
+decltype(auto) with_indices(const CsrView& g, F&& f) {
+  return dispatch_index(g.indices_dtype, "indices", [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    return f(static_cast<const I*>(g.indices));
+  });
+}
+
+template <Reduce R, bool Weighted, class T, class I>
+void spmm_rows(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx, const T* w, int64_t wheads,
+               T* out, int64_t* arg) {
+  const int64_t f = heads * d;
+  for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
+    const int64_t begin = g.indptr[i], end = g.indptr[i + 1];
+    for (int64_t h = 0; h < heads; ++h) {
+      auto row = [&](int64_t k) { return x + int64_t(idx[k]) * f + h * d; };
+      auto weight = [&](int64_t k) { return to_acc(w[g.eid[k] * wheads + (wheads > 1 ? h : 0)]); };
+      auto id = [&](int64_t k) { return g.eid[k]; };
+      reduce_row<R, Weighted>(begin, end, d, row, weight, id, int64_t(g.edges), out + i * f + h * d,
+                              arg ? arg + i * f + h * d : nullptr);
+    }
+  });
+}
+
+template <class T, class I>
+void spmm_typed(Reduce r, const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx, const T* w,
+                int64_t wheads, T* out, int64_t* arg) {
+  auto run = [&](auto rtag, auto wtag) {
+    spmm_rows<decltype(rtag)::value, decltype(wtag)::value>(x, heads, d, g, idx, w, wheads, out, arg);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  auto go = [&](auto wtag) {
+    switch (r) {
+      case Reduce::sum: return run(std::integral_constant<Reduce, Reduce::sum>{}, wtag);
+      case Reduce::mean: return run(std::integral_constant<Reduce, Reduce::mean>{}, wtag);
+      case Reduce::max: return run(std::integral_constant<Reduce, Reduce::max>{}, wtag);
+      case Reduce::min: return run(std::integral_constant<Reduce, Reduce::min>{}, wtag);
+      case Reduce::mul: throw ValueError("reduce: spmm supports sum, mean, max and min");
+    }
+  };
+  if (w) go(Yes{});
+  else go(No{});
+}
+
+}  // namespace
+
+void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const Array& indices, const Array& eid,
+          const Array& weight, int64_t reduce, const Array& out, const Array& arg, Stream) {
+  const Reduce r = reduce_from_int(reduce);
+  const CsrView g = csr_view(indptr, indices, eid);
+  check(heads >= 1 && d >= 0 && x.size % (heads * std::max<int64_t>(d, 1)) == 0, "x: expected (N, heads, D)");
+  check(out.size == g.rows * heads * d && out.dtype == x.dtype, "out: expected (num_nodes, heads, D) of x's dtype");
+  check(weight.size == 0 || weight.size == g.edges || weight.size == g.edges * heads,
+        "edge_weight: expected (E,) or (E, heads)");
+  check(weight.size == 0 || weight.dtype == x.dtype, "edge_weight: expected x's dtype");
+  if (has_arg(r)) check(arg.size == out.size && arg.dtype == DType::int64, "arg: expected out's shape, int64");
+  check_size_fits_int32(g.edges, "edges");
+  const int64_t wheads = g.edges ? weight.size / g.edges : 1;
+  dispatch_float(x.dtype, "x", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    with_indices(g, [&](auto idx) {
+      spmm_typed<T>(r, static_cast<const T*>(x.data), heads, d, g, idx,
+                    weight.size ? static_cast<const T*>(weight.data) : nullptr, wheads, static_cast<T*>(out.data),
+                    has_arg(r) ? static_cast<int64_t*>(arg.data) : nullptr);
+    });
+  });
+}
+
+void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array& indptr, const Array& indices,
+           const Array& eid, const Array& out, Stream) {
+  const CsrView g = csr_view(indptr, indices, eid);
+  check(heads >= 1 && d >= 0, "a: expected (N, heads, D)");
+  check(a.size == g.rows * heads * d, "a: expected (num_nodes, heads, D)");
+  check(b.size % (heads * std::max<int64_t>(d, 1)) == 0 && b.dtype == a.dtype, "b: expected (N, heads, D) of a's dtype");
+  check(out.size == g.edges * heads && out.dtype == a.dtype, "out: expected (E, heads) of a's dtype");
+  const int64_t f = heads * d;
+  dispatch_float(a.dtype, "a", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const T* pa = static_cast<const T*>(a.data);
+    const T* pb = static_cast<const T*>(b.data);
+    T* po = static_cast<T*>(out.data);
+    with_indices(g, [&](auto idx) {
+      for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
+        const T* ai = pa + i * f;
+        for (int64_t k = g.indptr[i]; k < g.indptr[i + 1]; ++k) {
+          if (k + cpu_detail::kAhead < g.indptr[i + 1])
+            cpu_detail::prefetch_row(pb + int64_t(idx[k + cpu_detail::kAhead]) * f, f * int64_t(sizeof(T)));
+          const T* bj = pb + int64_t(idx[k]) * f;
+          for (int64_t h = 0; h < heads; ++h) {
+            A dot = 0;
+            for (int64_t c = 0; c < d; ++c) dot += to_acc(ai[h * d + c]) * to_acc(bj[h * d + c]);
+            po[g.eid[k] * heads + h] = from_acc<T>(dot);
+          }
+        }
+      });
+    });
+  });
+}
+
+namespace {
+constexpr int64_t kHeadTile = 64;
+}
+
+void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& out,
+                  Stream) {
+  check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
+  const int64_t rows = indptr.size - 1, edges = eid.size;
+  check(scores.size == edges * heads, "scores: expected (E,) or (E, heads)");
+  check(out.size == scores.size && out.dtype == scores.dtype, "out: expected scores' shape and dtype");
+  const int64_t* ptr = indptr.as<int64_t>("indptr");
+  const int64_t* ids = eid.as<int64_t>("eid");
+  dispatch_float(scores.dtype, "scores", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const T* s = static_cast<const T*>(scores.data);
+    T* o = static_cast<T*>(out.data);
+    for_rows(rows, ptr, edges, [&](int64_t i) {
+      for (int64_t h0 = 0; h0 < heads; h0 += kHeadTile) {
+        const int64_t nh = std::min(kHeadTile, heads - h0);
+        Online<A> st[kHeadTile];
+        for (int64_t h = 0; h < nh; ++h) st[h] = {A(-INFINITY), A(0)};
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)  // one pass: the online max and sum
+          for (int64_t h = 0; h < nh; ++h) online_add(st[h], to_acc(s[ids[k] * heads + h0 + h]));
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)  // then the write
+          for (int64_t h = 0; h < nh; ++h) {
+            const int64_t at = ids[k] * heads + h0 + h;
+            o[at] = from_acc<T>(online_prob(st[h], to_acc(s[at])));
+          }
+      }
+    });
+  });
+}
+
+void edge_softmax_backward(const Array& y, const Array& grad, int64_t heads, const Array& indptr, const Array& eid,
+                           const Array& grad_scores, Stream) {
+  check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
+  const int64_t rows = indptr.size - 1, edges = eid.size;
+  check(y.size == edges * heads && grad.size == y.size && grad_scores.size == y.size, "y, grad: expected (E, heads)");
+  check(grad.dtype == y.dtype && grad_scores.dtype == y.dtype, "grad: expected y's dtype");
+  const int64_t* ptr = indptr.as<int64_t>("indptr");
+  const int64_t* ids = eid.as<int64_t>("eid");
+  dispatch_float(y.dtype, "y", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const T* py = static_cast<const T*>(y.data);
+    const T* pg = static_cast<const T*>(grad.data);
+    T* po = static_cast<T*>(grad_scores.data);
+    for_rows(rows, ptr, edges, [&](int64_t i) {
+      for (int64_t h0 = 0; h0 < heads; h0 += kHeadTile) {
+        const int64_t nh = std::min(kHeadTile, heads - h0);
+        A dot[kHeadTile] = {};
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)
+          for (int64_t h = 0; h < nh; ++h) {
+            const int64_t at = ids[k] * heads + h0 + h;
+            dot[h] += to_acc(py[at]) * to_acc(pg[at]);
+          }
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)
+          for (int64_t h = 0; h < nh; ++h) {
+            const int64_t at = ids[k] * heads + h0 + h;
+            po[at] = from_acc<T>(to_acc(py[at]) * (to_acc(pg[at]) - dot[h]));
+          }
+      }
+    });
+  });
+}
+
+}  // namespace ck::CK_BACKEND
