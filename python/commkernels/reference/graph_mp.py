@@ -79,7 +79,7 @@ def gather(x, index):
 
 def _edge_heads(values, e: int) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
-    return v.reshape(e, -1)
+    return v.reshape(e, v.shape[1] if v.ndim == 2 else 1)
 
 
 def spmm(src, dst, n: int, x, edge_weight=None, reduce: str = "sum"):
@@ -90,7 +90,7 @@ def spmm(src, dst, n: int, x, edge_weight=None, reduce: str = "sum"):
     e = src.shape[0]
     w = np.ones((e, 1)) if edge_weight is None else _edge_heads(edge_weight, e)
     heads = w.shape[1]
-    x3 = x.reshape(n, heads, -1) if heads > 1 else x.reshape(n, 1, -1)
+    x3 = x.reshape(n, heads, int(np.prod(x.shape[1:], dtype=np.int64)) // heads)
     f = x3.shape[2]
     out = np.empty((n, heads, f))
     arg = np.empty((n, heads, f), dtype=np.int64)
@@ -113,7 +113,7 @@ def edge_softmax(dst, n: int, scores):
     whose scores are all -inf give 0."""
     dst = np.asarray(dst, np.int64)
     s = np.asarray(scores, np.float64)
-    s2 = s.reshape(s.shape[0], -1)
+    s2 = s.reshape(s.shape[0], s.shape[1] if s.ndim == 2 else 1)
     out = np.zeros_like(s2)
     for i in range(n):
         ids = np.flatnonzero(dst == i)
@@ -138,7 +138,7 @@ def graph_attention(src, dst, n: int, q, k, v, edge_bias=None, scale=None):
     scale = 1.0 / np.sqrt(d) if scale is None else scale
     logits = scale * (q[dst] * k[src]).sum(axis=-1)  # (E, H)
     if edge_bias is not None:
-        b = np.asarray(edge_bias, np.float64).reshape(e, -1)
+        b = _edge_heads(edge_bias, e)
         logits = logits + b
     alpha = edge_softmax(dst, n, logits)
     out = np.zeros((n, heads, v.shape[2]))
