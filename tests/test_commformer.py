@@ -24,8 +24,8 @@ def test_training_lowers_the_loss_and_trains_the_graph():
     assert float(model.edge_logits.detach().std()) > 0  # and they moved away from their equal start
 
 
-def test_edge_logit_gradient_is_the_bias_sensitivity():
-    """The straight-through weight's gradient equals d loss / d edge_bias pushed through the row softmax."""
+def test_edge_logits_get_gradient_off_the_diagonal():
+    """One backward through graph_attention's edge bias reaches the logits; self edges are never candidates."""
     torch.manual_seed(0)
     model = commformer.CommFormer(5, 3, k=2)
     obs = torch.randn(4, 5, 3)

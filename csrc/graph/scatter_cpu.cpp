@@ -1,12 +1,15 @@
 // scatter / segment / gather on the CPU. scatter is a counting sort of the index followed by a segment
 // reduction: no atomics, each destination row is reduced by one thread in source order.
 //
-// The sort: a parallel pass checks the index range and whether it is already sorted (then the segments are
-// read off the index and no permutation is built). Otherwise each thread owns a range of destination rows
-// and scans the whole index twice, once counting its rows and once placing their source rows: a stable
-// sort without atomics, whose only extra traffic is T reads of the (small) index.
+// A parallel pass checks the index range and whether it is already sorted (then the segments are read off
+// the index and no permutation is built). An unsorted sum / mean / mul is computed by the owners of the
+// destination rows directly (see scatter_owner); an unsorted max / min sorts first: each thread owns a
+// range of destination rows and scans the whole index twice, once counting its rows and once placing
+// their source rows: a stable sort without atomics, whose only extra traffic is T reads of the index.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -147,6 +150,94 @@ void reduce_segments(Reduce r, const T* src, int64_t e, int64_t f, const Ptr* in
 thread_local std::vector<int64_t> pos_scratch;
 thread_local std::vector<int32_t> perm_scratch;
 
+// ---- owner computes (unsorted index) -----------------------------------------------------------------
+// Each thread owns a range of destination rows, streams the whole index, compacts (branch-free) the
+// source rows that fall in its range, and adds them into its rows in increasing j: the same order, and
+// so the same bits, as the sorted path, whatever the thread count. The big src array is read once, in
+// increasing order; the random accesses go to the thread's own share of the (smaller) output.
+
+thread_local std::vector<float> acc_scratch;
+thread_local std::vector<int64_t> count_scratch;
+
+// Row ranges with about equal numbers of edges, from a strided sample of the index (ownership changes
+// only the speed, never the result).
+template <class I>
+std::vector<int64_t> owner_bounds(const I* index, int64_t e, int64_t rows, int owners) {
+  std::vector<int64_t> bounds(size_t(owners) + 1, rows);
+  bounds[0] = 0;
+  const int64_t samples = std::min<int64_t>(e, 8192);
+  std::vector<int64_t> sample(static_cast<size_t>(samples), 0);
+  for (int64_t s = 0; s < samples; ++s) sample[size_t(s)] = int64_t(index[s * e / samples]);
+  std::sort(sample.begin(), sample.end());
+  for (int t = 1; t < owners; ++t) {
+    const int64_t q = samples ? sample[size_t(samples * t / owners)] : rows * t / owners;
+    bounds[size_t(t)] = std::max(bounds[size_t(t) - 1], std::min(q, rows));
+  }
+  return bounds;
+}
+
+template <Reduce R, class T, class I>
+void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out) {
+  using A = acc_t<T>;
+  constexpr bool direct = std::is_same_v<A, T>;  // float32 / float64 accumulate in out itself
+  A* acc = direct ? reinterpret_cast<A*>(out) : reinterpret_cast<A*>(cpu_detail::scratch(acc_scratch, size_t(rows * f)));
+  int64_t* count = R == Reduce::mean ? cpu_detail::scratch(count_scratch, size_t(rows)) : nullptr;
+  const int owners = int(std::max<int64_t>(1, std::min<int64_t>(max_threads(), rows)));
+  const std::vector<int64_t> bounds = owner_bounds(index, e, rows, owners);
+  constexpr int64_t kBlock = 4096;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static, 1) if (owners > 1)
+#endif
+  for (int t = 0; t < owners; ++t) {
+    const int64_t lo = bounds[size_t(t)], hi = bounds[size_t(t) + 1];
+    if (lo == hi) continue;
+    const uint64_t span = uint64_t(hi - lo);
+    for (int64_t x = lo * f; x < hi * f; ++x) acc[x] = reduce_identity<A>(R);
+    if constexpr (R == Reduce::mean) std::fill(count + lo, count + hi, int64_t(0));
+    int32_t js[kBlock];
+    for (int64_t j0 = 0; j0 < e; j0 += kBlock) {
+      const int64_t j1 = std::min(e, j0 + kBlock);
+      int64_t n = 0;
+      for (int64_t j = j0; j < j1; ++j) {
+        js[n] = int32_t(j);
+        n += uint64_t(int64_t(index[j]) - lo) < span;
+      }
+      for (int64_t m = 0; m < n; ++m) {
+        if (m + cpu_detail::kAhead < n) {
+          const int64_t ja = js[m + cpu_detail::kAhead];
+          cpu_detail::prefetch_row(src + ja * f, f * int64_t(sizeof(T)));
+          cpu_detail::prefetch_row(acc + int64_t(index[ja]) * f, f * int64_t(sizeof(A)));
+        }
+        const int64_t j = js[m], i = int64_t(index[j]);
+        const T* s = src + j * f;
+        A* a = acc + i * f;
+        if constexpr (R == Reduce::sum || R == Reduce::mean) {
+          for (int64_t c = 0; c < f; ++c) a[c] += to_acc(s[c]);
+          if constexpr (R == Reduce::mean) ++count[i];
+        } else {
+          static_assert(R == Reduce::mul, "max / min take the sorted path");
+          for (int64_t c = 0; c < f; ++c) a[c] *= to_acc(s[c]);
+        }
+      }
+    }
+    if constexpr (R == Reduce::mean) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const A inv = count[i] ? A(1) / A(count[i]) : A(0);
+        for (int64_t c = 0; c < f; ++c) acc[i * f + c] *= inv;
+      }
+    }
+    if constexpr (!direct)
+      for (int64_t x = lo * f; x < hi * f; ++x) out[x] = from_acc<T>(acc[x]);
+  }
+}
+
+template <class T, class I>
+void scatter_owner_any(Reduce r, const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out) {
+  if (r == Reduce::sum) scatter_owner<Reduce::sum>(src, e, f, index, rows, out);
+  else if (r == Reduce::mean) scatter_owner<Reduce::mean>(src, e, f, index, rows, out);
+  else scatter_owner<Reduce::mul>(src, e, f, index, rows, out);
+}
+
 }  // namespace
 
 void scatter(const Array& src, int64_t e, int64_t f, const Array& index, int64_t dim_size, int64_t reduce,
@@ -159,6 +250,15 @@ void scatter(const Array& src, int64_t e, int64_t f, const Array& index, int64_t
     const I* idx = static_cast<const I*>(index.data);
     const IndexScan s = scan_index(idx, e, dim_size);
     check(s.in_range, "index: expected values in [0, dim_size) = [0, " + std::to_string(dim_size) + ")");
+    // unsorted sum / mean / mul: owner computes. max / min (whose arg blend vectorises only with register
+    // accumulators) and sorted input: segments of a counting sort, reduced in registers.
+    if (!s.sorted && !has_arg(r) && !std::getenv("COMMKERNELS_SCATTER_SORT")) {
+      dispatch_float(src.dtype, "src", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        scatter_owner_any<T>(r, static_cast<const T*>(src.data), e, f, idx, dim_size, static_cast<T*>(out.data));
+      });
+      return;
+    }
     int64_t* pos = cpu_detail::scratch(pos_scratch, size_t(dim_size) + 2);
     int32_t* perm = nullptr;
     if (s.sorted) {
