@@ -515,7 +515,7 @@ def test_opcheck_message_passing():
     for reduce in (0, 1, 2):
         torch.library.opcheck(ops.spmm.default, (x, *arrays, w, 1, reduce))
     torch.library.opcheck(ops.sddmm.default, (x.reshape(6, 1, 4), x.reshape(6, 1, 4), *arrays, 1))
-    torch.library.opcheck(ops.edge_softmax.default, (w, csr.indptr, csr.eid, 1))
+    torch.library.opcheck(ops.edge_softmax.default, (w, csr.indptr, csr.eid, G.dst, 1))
     q = torch.randn(6, 2, 3, requires_grad=True)
     torch.library.opcheck(ops.graph_attention.default, (q, q.detach().clone().requires_grad_(True),
                                                         torch.randn(6, 2, 5, requires_grad=True),

@@ -37,21 +37,23 @@ CK_BINDINGS(bind_graph_spmm) {
 
   m.def(
       "graph_edge_softmax",
-      [](const In& scores, int64_t heads, const In& indptr, const In& eid, const Out& out, uintptr_t stream) {
-        backend::edge_softmax(CK_A(scores), heads, CK_A(indptr), CK_A(eid), CK_A(out), stream_of(stream, scores));
+      [](const In& scores, int64_t heads, const In& indptr, const In& eid, const In& dst, const Out& out,
+         uintptr_t stream) {
+        backend::edge_softmax(CK_A(scores), heads, CK_A(indptr), CK_A(eid), CK_A(dst), CK_A(out),
+                              stream_of(stream, scores));
       },
       nb::arg("scores").noconvert(), nb::arg("heads"), nb::arg("indptr").noconvert(), nb::arg("eid").noconvert(),
-      nb::arg("out").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+      nb::arg("dst").noconvert(), nb::arg("out").noconvert(), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 
   m.def(
       "graph_edge_softmax_backward",
-      [](const In& y, const In& grad, int64_t heads, const In& indptr, const In& eid, const Out& grad_scores,
-         uintptr_t stream) {
-        backend::edge_softmax_backward(CK_A(y), CK_A(grad), heads, CK_A(indptr), CK_A(eid), CK_A(grad_scores),
-                                       stream_of(stream, y));
+      [](const In& y, const In& grad, int64_t heads, const In& indptr, const In& eid, const In& dst,
+         const Out& grad_scores, uintptr_t stream) {
+        backend::edge_softmax_backward(CK_A(y), CK_A(grad), heads, CK_A(indptr), CK_A(eid), CK_A(dst),
+                                       CK_A(grad_scores), stream_of(stream, y));
       },
       nb::arg("y").noconvert(), nb::arg("grad").noconvert(), nb::arg("heads"), nb::arg("indptr").noconvert(),
-      nb::arg("eid").noconvert(), nb::arg("grad_scores").noconvert(), nb::arg("stream") = 0,
+      nb::arg("eid").noconvert(), nb::arg("dst").noconvert(), nb::arg("grad_scores").noconvert(), nb::arg("stream") = 0,
       nb::call_guard<nb::gil_scoped_release>());
 
   m.def(

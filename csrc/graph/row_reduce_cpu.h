@@ -132,4 +132,21 @@ T* scratch(std::vector<T>& buffer, size_t n) {
   return buffer.data();
 }
 
+// Row ranges with about equal numbers of edges, from a strided sample of the index (ownership changes
+// only the speed, never the result).
+template <class I>
+std::vector<int64_t> owner_bounds(const I* index, int64_t e, int64_t rows, int owners) {
+  std::vector<int64_t> bounds(size_t(owners) + 1, rows);
+  bounds[0] = 0;
+  const int64_t samples = std::min<int64_t>(e, 8192);
+  std::vector<int64_t> sample(static_cast<size_t>(samples), 0);
+  for (int64_t s = 0; s < samples; ++s) sample[size_t(s)] = int64_t(index[s * e / samples]);
+  std::sort(sample.begin(), sample.end());
+  for (int t = 1; t < owners; ++t) {
+    const int64_t q = samples ? sample[size_t(samples * t / owners)] : rows * t / owners;
+    bounds[size_t(t)] = std::max(bounds[size_t(t) - 1], std::min(q, rows));
+  }
+  return bounds;
+}
+
 }  // namespace ck::cpu_detail

@@ -159,23 +159,6 @@ thread_local std::vector<int32_t> perm_scratch;
 thread_local std::vector<float> acc_scratch;
 thread_local std::vector<int64_t> count_scratch;
 
-// Row ranges with about equal numbers of edges, from a strided sample of the index (ownership changes
-// only the speed, never the result).
-template <class I>
-std::vector<int64_t> owner_bounds(const I* index, int64_t e, int64_t rows, int owners) {
-  std::vector<int64_t> bounds(size_t(owners) + 1, rows);
-  bounds[0] = 0;
-  const int64_t samples = std::min<int64_t>(e, 8192);
-  std::vector<int64_t> sample(static_cast<size_t>(samples), 0);
-  for (int64_t s = 0; s < samples; ++s) sample[size_t(s)] = int64_t(index[s * e / samples]);
-  std::sort(sample.begin(), sample.end());
-  for (int t = 1; t < owners; ++t) {
-    const int64_t q = samples ? sample[size_t(samples * t / owners)] : rows * t / owners;
-    bounds[size_t(t)] = std::max(bounds[size_t(t) - 1], std::min(q, rows));
-  }
-  return bounds;
-}
-
 template <Reduce R, class T, class I>
 void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out) {
   using A = acc_t<T>;
@@ -183,7 +166,7 @@ void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t r
   A* acc = direct ? reinterpret_cast<A*>(out) : reinterpret_cast<A*>(cpu_detail::scratch(acc_scratch, size_t(rows * f)));
   int64_t* count = R == Reduce::mean ? cpu_detail::scratch(count_scratch, size_t(rows)) : nullptr;
   const int owners = int(std::max<int64_t>(1, std::min<int64_t>(max_threads(), rows)));
-  const std::vector<int64_t> bounds = owner_bounds(index, e, rows, owners);
+  const std::vector<int64_t> bounds = cpu_detail::owner_bounds(index, e, rows, owners);
   constexpr int64_t kBlock = 4096;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static, 1) if (owners > 1)

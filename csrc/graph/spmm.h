@@ -69,12 +69,15 @@ void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array
            const Array& eid, const Array& out, Stream stream);
 
 // out[e, h] <- softmax over the in-edges of dst(e) of scores[., h] (0 for -inf scores and all -inf rows).
-void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& out,
-                  Stream stream);
+// Both the CSR (indptr, eid) and dst (E,) in edge order are passed: the CPU streams the edges in edge order
+// (its statistics per node stay cache-resident; each node's edges still come in ascending edge id, the
+// CSR's order), the GPU walks the CSR.
+void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& dst,
+                  const Array& out, Stream stream);
 
 // grad_scores[e, h] <- y[e, h] * (grad[e, h] - sum over the in-edges e' of dst(e) of y[e', h] grad[e', h]).
 void edge_softmax_backward(const Array& y, const Array& grad, int64_t heads, const Array& indptr, const Array& eid,
-                           const Array& grad_scores, Stream stream);
+                           const Array& dst, const Array& grad_scores, Stream stream);
 
 }  // namespace CK_BACKEND
 }  // namespace ck

@@ -116,68 +116,123 @@ void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array
 }
 
 namespace {
-constexpr int64_t kHeadTile = 64;
+
+thread_local std::vector<float> stat_scratch32;
+thread_local std::vector<double> stat_scratch64;
+
+template <class A> A* stat_scratch(size_t n);
+template <> float* stat_scratch<float>(size_t n) { return cpu_detail::scratch(stat_scratch32, n); }
+template <> double* stat_scratch<double>(size_t n) { return cpu_detail::scratch(stat_scratch64, n); }
+
+// Owner computes over the edges in edge order: each thread owns a range of destination nodes, streams dst,
+// compacts (branch-free) the edges that land in its range and calls visit(e, node) for them in ascending e
+// (the CSR's slot order, so the per-node statistics are those a walk of the CSR computes). The per-node
+// statistics are (N, H): small next to the edges, and cache-resident where a CSR walk would read the
+// edge-ordered scores at random.
+template <class I, class Visit, class Init>
+void for_owned_edges(const I* dst, int64_t e, int64_t rows, Init&& init, Visit&& visit) {
+  const int owners = int(std::max<int64_t>(1, std::min<int64_t>(max_threads(), rows)));
+  const std::vector<int64_t> bounds = cpu_detail::owner_bounds(dst, e, rows, owners);
+  constexpr int64_t kBlock = 4096;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static, 1) if (owners > 1)
+#endif
+  for (int t = 0; t < owners; ++t) {
+    const int64_t lo = bounds[size_t(t)], hi = bounds[size_t(t) + 1];
+    if (lo == hi) continue;
+    init(lo, hi);
+    const uint64_t span = uint64_t(hi - lo);
+    int32_t es[kBlock];
+    for (int64_t e0 = 0; e0 < e; e0 += kBlock) {
+      const int64_t e1 = std::min(e, e0 + kBlock);
+      int64_t n = 0;
+      for (int64_t x = e0; x < e1; ++x) {
+        es[n] = int32_t(x);
+        n += uint64_t(int64_t(dst[x]) - lo) < span;
+      }
+      for (int64_t m = 0; m < n; ++m) visit(int64_t(es[m]), int64_t(dst[es[m]]));
+    }
+  }
 }
 
-void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& out,
-                  Stream) {
+template <class F>
+void with_dst(const Array& dst, int64_t edges, F&& f) {
+  check(dst.size == edges, "dst: expected one entry per edge");
+  check_size_fits_int32(edges, "edges");
+  dispatch_index(dst.dtype, "dst", [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    f(static_cast<const I*>(dst.data));
+  });
+}
+
+}  // namespace
+
+void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& dst,
+                  const Array& out, Stream) {
   check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
   const int64_t rows = indptr.size - 1, edges = eid.size;
   check(scores.size == edges * heads, "scores: expected (E,) or (E, heads)");
   check(out.size == scores.size && out.dtype == scores.dtype, "out: expected scores' shape and dtype");
-  const int64_t* ptr = indptr.as<int64_t>("indptr");
-  const int64_t* ids = eid.as<int64_t>("eid");
   dispatch_float(scores.dtype, "scores", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const T* s = static_cast<const T*>(scores.data);
     T* o = static_cast<T*>(out.data);
-    for_rows(rows, ptr, edges, [&](int64_t i) {
-      for (int64_t h0 = 0; h0 < heads; h0 += kHeadTile) {
-        const int64_t nh = std::min(kHeadTile, heads - h0);
-        Online<A> st[kHeadTile];
-        for (int64_t h = 0; h < nh; ++h) st[h] = {A(-INFINITY), A(0)};
-        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)  // one pass: the online max and sum
-          for (int64_t h = 0; h < nh; ++h) online_add(st[h], to_acc(s[ids[k] * heads + h0 + h]));
-        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)  // then the write
-          for (int64_t h = 0; h < nh; ++h) {
-            const int64_t at = ids[k] * heads + h0 + h;
-            o[at] = from_acc<T>(online_prob(st[h], to_acc(s[at])));
+    A* stat = stat_scratch<A>(size_t(2 * rows * heads));  // (m, s) per node and head
+    with_dst(dst, edges, [&](auto d) {
+      for_owned_edges(
+          d, edges, rows,
+          [&](int64_t lo, int64_t hi) {
+            for (int64_t x = lo * heads; x < hi * heads; ++x) stat[2 * x] = A(-INFINITY), stat[2 * x + 1] = A(0);
+          },
+          [&](int64_t e, int64_t i) {  // one pass: the online max and sum
+            for (int64_t h = 0; h < heads; ++h) {
+              Online<A> st{stat[2 * (i * heads + h)], stat[2 * (i * heads + h) + 1]};
+              online_add(st, A(to_acc(s[e * heads + h])));
+              stat[2 * (i * heads + h)] = st.m, stat[2 * (i * heads + h) + 1] = st.s;
+            }
+          });
+      parallel_for(edges, 1 << 14, [&](int64_t begin, int64_t end) {  // then the write, in edge order
+        for (int64_t e = begin; e < end; ++e) {
+          const int64_t i = int64_t(d[e]);
+          for (int64_t h = 0; h < heads; ++h) {
+            const Online<A> st{stat[2 * (i * heads + h)], stat[2 * (i * heads + h) + 1]};
+            o[e * heads + h] = from_acc<T>(online_prob(st, A(to_acc(s[e * heads + h]))));
           }
-      }
+        }
+      });
     });
   });
 }
 
 void edge_softmax_backward(const Array& y, const Array& grad, int64_t heads, const Array& indptr, const Array& eid,
-                           const Array& grad_scores, Stream) {
+                           const Array& dst, const Array& grad_scores, Stream) {
   check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
   const int64_t rows = indptr.size - 1, edges = eid.size;
   check(y.size == edges * heads && grad.size == y.size && grad_scores.size == y.size, "y, grad: expected (E, heads)");
   check(grad.dtype == y.dtype && grad_scores.dtype == y.dtype, "grad: expected y's dtype");
-  const int64_t* ptr = indptr.as<int64_t>("indptr");
-  const int64_t* ids = eid.as<int64_t>("eid");
   dispatch_float(y.dtype, "y", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const T* py = static_cast<const T*>(y.data);
     const T* pg = static_cast<const T*>(grad.data);
     T* po = static_cast<T*>(grad_scores.data);
-    for_rows(rows, ptr, edges, [&](int64_t i) {
-      for (int64_t h0 = 0; h0 < heads; h0 += kHeadTile) {
-        const int64_t nh = std::min(kHeadTile, heads - h0);
-        A dot[kHeadTile] = {};
-        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)
-          for (int64_t h = 0; h < nh; ++h) {
-            const int64_t at = ids[k] * heads + h0 + h;
-            dot[h] += to_acc(py[at]) * to_acc(pg[at]);
+    A* dot = stat_scratch<A>(size_t(rows * heads));
+    with_dst(dst, edges, [&](auto d) {
+      for_owned_edges(
+          d, edges, rows, [&](int64_t lo, int64_t hi) { std::fill(dot + lo * heads, dot + hi * heads, A(0)); },
+          [&](int64_t e, int64_t i) {
+            for (int64_t h = 0; h < heads; ++h) dot[i * heads + h] += to_acc(py[e * heads + h]) * to_acc(pg[e * heads + h]);
+          });
+      parallel_for(edges, 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t e = begin; e < end; ++e) {
+          const int64_t i = int64_t(d[e]);
+          for (int64_t h = 0; h < heads; ++h) {
+            const int64_t at = e * heads + h;
+            po[at] = from_acc<T>(to_acc(py[at]) * (to_acc(pg[at]) - dot[i * heads + h]));
           }
-        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k)
-          for (int64_t h = 0; h < nh; ++h) {
-            const int64_t at = ids[k] * heads + h0 + h;
-            po[at] = from_acc<T>(to_acc(py[at]) * (to_acc(pg[at]) - dot[h]));
-          }
-      }
+        }
+      });
     });
   });
 }

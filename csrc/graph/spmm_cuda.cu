@@ -173,8 +173,8 @@ void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array
   });
 }
 
-void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array& out,
-                  Stream stream) {
+void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const Array& eid, const Array&,
+                  const Array& out, Stream stream) {
   check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
   const int64_t rows = indptr.size - 1;
   check(scores.size == eid.size * heads, "scores: expected (E,) or (E, heads)");
@@ -191,7 +191,7 @@ void edge_softmax(const Array& scores, int64_t heads, const Array& indptr, const
 }
 
 void edge_softmax_backward(const Array& y, const Array& grad, int64_t heads, const Array& indptr, const Array& eid,
-                           const Array& grad_scores, Stream stream) {
+                           const Array&, const Array& grad_scores, Stream stream) {
   check(indptr.size >= 1 && heads >= 1, "indptr: expected num_nodes + 1 entries");
   const int64_t rows = indptr.size - 1;
   check(y.size == eid.size * heads && grad.size == y.size && grad_scores.size == y.size, "y, grad: expected (E, heads)");

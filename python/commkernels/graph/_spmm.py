@@ -86,23 +86,23 @@ def _sddmm_fake(a, b, indptr, indices, eid, cindptr, cindices, ceid, heads):
     return a.new_empty((indices.shape[0], heads))
 
 
-def _softmax_kernel(scores, indptr, eid, heads: int):
+def _softmax_kernel(scores, indptr, eid, dst, heads: int):
     out = _backend.empty(scores, _backend.numel(scores))
-    _backend.module(scores).graph_edge_softmax(scores, heads, indptr, eid, out, _backend.stream(scores))
+    _backend.module(scores).graph_edge_softmax(scores, heads, indptr, eid, dst, out, _backend.stream(scores))
     return _reshape(scores, out, scores.shape)
 
 
-def _softmax_fake(scores, indptr, eid, heads):
+def _softmax_fake(scores, indptr, eid, dst, heads):
     return scores.new_empty(scores.shape)
 
 
-def _softmax_backward_kernel(y, grad, indptr, eid, heads: int):
+def _softmax_backward_kernel(y, grad, indptr, eid, dst, heads: int):
     out = _backend.empty(y, _backend.numel(y))
-    _backend.module(y).graph_edge_softmax_backward(y, grad, heads, indptr, eid, out, _backend.stream(y))
+    _backend.module(y).graph_edge_softmax_backward(y, grad, heads, indptr, eid, dst, out, _backend.stream(y))
     return _reshape(y, out, y.shape)
 
 
-def _softmax_backward_fake(y, grad, indptr, eid, heads):
+def _softmax_backward_fake(y, grad, indptr, eid, dst, heads):
     return y.new_empty(y.shape)
 
 
@@ -183,14 +183,14 @@ def _sddmm_backward(ctx, grad):
 
 
 def _softmax_setup(ctx, inputs, output):
-    scores, indptr, eid, heads = inputs
+    scores, indptr, eid, dst, heads = inputs
     ctx.heads = heads
-    ctx.save_for_backward(output, indptr, eid)
+    ctx.save_for_backward(output, indptr, eid, dst)
 
 
 def _softmax_backward(ctx, grad):
-    y, indptr, eid = ctx.saved_tensors
-    return _softmax_backward_op(y, grad.contiguous(), indptr, eid, ctx.heads), None, None, None
+    y, indptr, eid, dst = ctx.saved_tensors
+    return _softmax_backward_op(y, grad.contiguous(), indptr, eid, dst, ctx.heads), None, None, None, None
 
 
 _spmm_op = _torch_ops.define(
@@ -202,11 +202,15 @@ _sddmm_op = _torch_ops.define(
     "Tensor ceid, int heads) -> Tensor", _sddmm_kernel, _sddmm_fake, backward=_sddmm_backward,
     setup_context=_sddmm_setup)
 _softmax_backward_op = _torch_ops.define(
-    "edge_softmax_backward", "(Tensor y, Tensor grad, Tensor indptr, Tensor eid, int heads) -> Tensor",
+    "edge_softmax_backward", "(Tensor y, Tensor grad, Tensor indptr, Tensor eid, Tensor dst, int heads) -> Tensor",
     _softmax_backward_kernel, _softmax_backward_fake)
 _softmax_op = _torch_ops.define(
-    "edge_softmax", "(Tensor scores, Tensor indptr, Tensor eid, int heads) -> Tensor", _softmax_kernel,
+    "edge_softmax", "(Tensor scores, Tensor indptr, Tensor eid, Tensor dst, int heads) -> Tensor", _softmax_kernel,
     _softmax_fake, backward=_softmax_backward, setup_context=_softmax_setup)
+
+
+def _contiguous_index(a):
+    return a.contiguous() if _backend.is_torch(a) else a
 
 
 def _graph_tensors(g: Graph, like):
@@ -278,7 +282,9 @@ def sddmm(graph: Graph, a, b):
 
 def edge_softmax(graph: Graph, scores):
     """Softmax of per-edge scores over each node's in-edges: out[e] = exp(s_e) / sum over in-edges e' of
-    dst(e) of exp(s_e'), computed with one pass of an online max and sum per node, then the write.
+    dst(e) of exp(s_e'), computed with one pass of an online max and sum per node, then the write (on the CPU
+    both passes stream the edges in edge order; each node's statistics see its edges in ascending edge id,
+    as a walk of the CSR would, so the result does not depend on the thread count).
 
     scores: (E,) or (E, H) in edge order (float32, float64, float16, bfloat16; accumulated in float32).
     -inf scores get 0; a node whose in-edges are all -inf gets 0 on each (never NaN); NaN scores make their
@@ -293,6 +299,7 @@ def edge_softmax(graph: Graph, scores):
         raise ValueError(f"scores: expected {g.num_edges} rows (graph.num_edges), got {int(scores.shape[0])}")
     heads = int(scores.shape[1]) if len(scores.shape) == 2 else 1
     csr = g.csr
+    dst = _contiguous_index(g.dst)
     if _backend.is_torch(scores):
-        return _softmax_op(scores, csr.indptr, csr.eid, heads)
-    return _softmax_kernel(scores, csr.indptr, csr.eid, heads)
+        return _softmax_op(scores, csr.indptr, csr.eid, dst, heads)
+    return _softmax_kernel(scores, csr.indptr, csr.eid, dst, heads)
