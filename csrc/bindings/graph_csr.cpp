@@ -2,6 +2,7 @@
 #include <nanobind/stl/string.h>
 
 #include "../graph/csr.h"
+#include "../graph/topology.h"
 #include "ndarray.h"
 
 namespace {
@@ -21,6 +22,20 @@ CK_BINDINGS(bind_graph_csr) {
       nb::arg("keys").noconvert(), nb::arg("values").noconvert(), nb::arg("num_nodes"), nb::arg("indptr").noconvert(),
       nb::arg("sorted_values").noconvert(), nb::arg("eid").noconvert(), nb::arg("keys_name"),
       nb::arg("values_name"), nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
+
+  if constexpr (!kIsCuda) {
+    // A host-side generator (header-only, csrc/graph/topology.h): in the CPU module only.
+    m.def(
+        "barabasi_albert",
+        [](int64_t n, int64_t m_, uint64_t seed, const Out& a, const Out& b) {
+          const ck::Array aa = as_array(a, "a"), ba = as_array(b, "b");
+          const int64_t edges = m_ + m_ * (n - m_ - 1);
+          ck::check(aa.size == edges && ba.size == edges, "a, b: expected m + m (n - m - 1) entries");
+          ck::graph::barabasi_albert(n, m_, seed, aa.as<int64_t>("a"), ba.as<int64_t>("b"));
+        },
+        nb::arg("n"), nb::arg("m"), nb::arg("seed"), nb::arg("a").noconvert(), nb::arg("b").noconvert(),
+        nb::call_guard<nb::gil_scoped_release>());
+  }
 }
 
 }  // namespace

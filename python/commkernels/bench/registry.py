@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mp")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix", "graph_mp")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:

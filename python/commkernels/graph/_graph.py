@@ -111,7 +111,7 @@ def convert_like(a, like, dtype: str | None = None):
             if dtype == "bfloat16":
                 raise TypeError("bfloat16 arrays are not supported for NumPy/JAX callers")
             out = out.astype(dtype)
-        return out
+        return np.ascontiguousarray(out)
     if fw == "torch":
         torch = _backend._torch()
         if fw_a == "torch":
@@ -202,7 +202,7 @@ class Graph:
         self.index_dtype = _backend.dtype_name(src)
         self.edge_weight = _check_weight(edge_weight, src, self.num_edges)
         self._cache: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # builders of one view read others
 
     # ---- constructors -------------------------------------------------------------------------------
 

@@ -4,6 +4,6 @@ Each reference is written from the definition (the paper, the anchor library, ``
 and obviously right, never a copy of a kernel's algorithm. Tests compare the kernels with these.
 """
 
-from . import compress
+from . import compress, graph, graph_mp
 
-__all__ = ["compress"]
+__all__ = ["compress", "graph", "graph_mp"]
