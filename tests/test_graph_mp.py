@@ -199,6 +199,30 @@ def test_deterministic_whatever_the_thread_count():
     assert results[0] == results[1] == results[2]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_owner_and_sort_paths_agree_bitwise(monkeypatch, dtype):
+    """Unsorted input is reduced by the owners of the rows; COMMKERNELS_SCATTER_SORT=1 takes the counting
+    sort instead; and segment() over the stably sorted rows is a third route: all add in source order."""
+    g = torch.Generator().manual_seed(12)
+    e, n = 30_000, 700
+    src = torch.randn(e, 5, generator=g).to(getattr(torch, dtype))
+    src[torch.rand(e, generator=g) < 0.01, 2] = float("nan")
+    index = torch.randint(0, n, (e,), generator=g)
+    perm = torch.sort(index, stable=True).indices
+    indptr = torch.searchsorted(index[perm], torch.arange(n + 1))
+    bits = lambda out: [t.view(torch.int16 if t.dtype == torch.bfloat16 else t.dtype).numpy().tobytes()  # noqa: E731
+                        for t in (out if isinstance(out, tuple) else (out,))]
+    for reduce in graph.REDUCES:
+        owner = bits(graph.scatter(src, index, n, reduce))
+        monkeypatch.setenv("COMMKERNELS_SCATTER_SORT", "1")
+        sort = bits(graph.scatter(src, index, n, reduce))
+        monkeypatch.delenv("COMMKERNELS_SCATTER_SORT")
+        seg = graph.segment(src[perm].contiguous(), indptr, reduce)
+        if reduce in ("max", "min"):  # segment's arg is a position in the sorted rows
+            seg = (seg[0], perm[seg[1].clamp(max=e - 1)].masked_fill(seg[1] == e, e))
+        assert owner == sort == bits(seg), reduce
+
+
 def distinct(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = torch.Size(shape).numel()

@@ -2,10 +2,11 @@
 // reduction: no atomics, each destination row is reduced by one thread in source order.
 //
 // A parallel pass checks the index range and whether it is already sorted (then the segments are read off
-// the index and no permutation is built). An unsorted sum / mean / mul is computed by the owners of the
-// destination rows directly (see scatter_owner); an unsorted max / min sorts first: each thread owns a
-// range of destination rows and scans the whole index twice, once counting its rows and once placing
-// their source rows: a stable sort without atomics, whose only extra traffic is T reads of the index.
+// the index and no permutation is built). An unsorted index is reduced by the owners of the destination
+// rows directly (see scatter_owner). The counting sort (each thread owns a range of destination rows and
+// scans the whole index twice, once counting its rows and once placing their source rows: a stable sort
+// without atomics) remains as the alternative path COMMKERNELS_SCATTER_SORT=1 selects; it gives the same
+// bits.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -159,12 +160,17 @@ thread_local std::vector<int32_t> perm_scratch;
 thread_local std::vector<float> acc_scratch;
 thread_local std::vector<int64_t> count_scratch;
 
-template <Reduce R, class T, class I>
-void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out) {
+thread_local std::vector<int32_t> best_scratch;
+
+template <Reduce R, class T, class I, class ArgT>
+void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out, ArgT* arg) {
   using A = acc_t<T>;
   constexpr bool direct = std::is_same_v<A, T>;  // float32 / float64 accumulate in out itself
+  constexpr bool extreme = R == Reduce::max || R == Reduce::min;
   A* acc = direct ? reinterpret_cast<A*>(out) : reinterpret_cast<A*>(cpu_detail::scratch(acc_scratch, size_t(rows * f)));
   int64_t* count = R == Reduce::mean ? cpu_detail::scratch(count_scratch, size_t(rows)) : nullptr;
+  // max / min: the arg in int32 (E < 2^31), so that its blend has the width of a float32 compare
+  int32_t* best = extreme ? cpu_detail::scratch(best_scratch, size_t(rows * f)) : nullptr;
   const int owners = int(std::max<int64_t>(1, std::min<int64_t>(max_threads(), rows)));
   const std::vector<int64_t> bounds = cpu_detail::owner_bounds(index, e, rows, owners);
   constexpr int64_t kBlock = 4096;
@@ -176,6 +182,7 @@ void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t r
     if (lo == hi) continue;
     const uint64_t span = uint64_t(hi - lo);
     for (int64_t x = lo * f; x < hi * f; ++x) acc[x] = reduce_identity<A>(R);
+    if constexpr (extreme) std::fill(best + lo * f, best + hi * f, int32_t(e));
     if constexpr (R == Reduce::mean) std::fill(count + lo, count + hi, int64_t(0));
     int32_t js[kBlock];
     for (int64_t j0 = 0; j0 < e; j0 += kBlock) {
@@ -197,9 +204,17 @@ void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t r
         if constexpr (R == Reduce::sum || R == Reduce::mean) {
           for (int64_t c = 0; c < f; ++c) a[c] += to_acc(s[c]);
           if constexpr (R == Reduce::mean) ++count[i];
-        } else {
-          static_assert(R == Reduce::mul, "max / min take the sorted path");
+        } else if constexpr (R == Reduce::mul) {
           for (int64_t c = 0; c < f; ++c) a[c] *= to_acc(s[c]);
+        } else {  // the first element of a row is taken (best == E); then larger (smaller), or the first NaN
+          int32_t* b = best + i * f;
+          const int32_t id = int32_t(j), none = int32_t(e);
+          for (int64_t c = 0; c < f; ++c) {
+            const A v = to_acc(s[c]), cur = a[c];
+            const bool take = (b[c] == none) | (R == Reduce::max ? v > cur : v < cur) | ((v != v) & (cur == cur));
+            a[c] = take ? v : cur;
+            b[c] = take ? id : b[c];
+          }
         }
       }
     }
@@ -211,14 +226,20 @@ void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t r
     }
     if constexpr (!direct)
       for (int64_t x = lo * f; x < hi * f; ++x) out[x] = from_acc<T>(acc[x]);
+    if constexpr (extreme)
+      for (int64_t x = lo * f; x < hi * f; ++x) arg[x] = ArgT(best[x]);
   }
 }
 
-template <class T, class I>
-void scatter_owner_any(Reduce r, const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out) {
-  if (r == Reduce::sum) scatter_owner<Reduce::sum>(src, e, f, index, rows, out);
-  else if (r == Reduce::mean) scatter_owner<Reduce::mean>(src, e, f, index, rows, out);
-  else scatter_owner<Reduce::mul>(src, e, f, index, rows, out);
+template <class T, class I, class ArgT>
+void scatter_owner_any(Reduce r, const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out, ArgT* arg) {
+  switch (r) {
+    case Reduce::sum: return scatter_owner<Reduce::sum>(src, e, f, index, rows, out, arg);
+    case Reduce::mean: return scatter_owner<Reduce::mean>(src, e, f, index, rows, out, arg);
+    case Reduce::max: return scatter_owner<Reduce::max>(src, e, f, index, rows, out, arg);
+    case Reduce::min: return scatter_owner<Reduce::min>(src, e, f, index, rows, out, arg);
+    case Reduce::mul: return scatter_owner<Reduce::mul>(src, e, f, index, rows, out, arg);
+  }
 }
 
 }  // namespace
@@ -233,12 +254,13 @@ void scatter(const Array& src, int64_t e, int64_t f, const Array& index, int64_t
     const I* idx = static_cast<const I*>(index.data);
     const IndexScan s = scan_index(idx, e, dim_size);
     check(s.in_range, "index: expected values in [0, dim_size) = [0, " + std::to_string(dim_size) + ")");
-    // unsorted sum / mean / mul: owner computes. max / min (whose arg blend vectorises only with register
-    // accumulators) and sorted input: segments of a counting sort, reduced in registers.
-    if (!s.sorted && !has_arg(r) && !std::getenv("COMMKERNELS_SCATTER_SORT")) {
+    // unsorted: owner computes; sorted: segments read off the index, reduced in registers.
+    // COMMKERNELS_SCATTER_SORT=1 sorts unsorted input instead (the tests check that both agree bitwise).
+    if (!s.sorted && !std::getenv("COMMKERNELS_SCATTER_SORT")) {
       dispatch_float(src.dtype, "src", [&](auto tag) {
         using T = typename decltype(tag)::type;
-        scatter_owner_any<T>(r, static_cast<const T*>(src.data), e, f, idx, dim_size, static_cast<T*>(out.data));
+        scatter_owner_any<T>(r, static_cast<const T*>(src.data), e, f, idx, dim_size, static_cast<T*>(out.data),
+                             has_arg(r) ? static_cast<I*>(arg.data) : static_cast<I*>(nullptr));
       });
       return;
     }
