@@ -15,12 +15,13 @@ CK_BINDINGS(bind_graph_spmm) {
   m.def(
       "graph_spmm",
       [](const In& x, int64_t heads, int64_t d, const In& indptr, const In& indices, const In& eid, const In& weight,
-         int64_t reduce, const Out& out, const Out& arg, uintptr_t stream) {
-        backend::spmm(CK_A(x), heads, d, CK_A(indptr), CK_A(indices), CK_A(eid), CK_A(weight), reduce, CK_A(out),
-                      CK_A(arg), stream_of(stream, x));
+         bool weight_in_slots, int64_t reduce, const Out& out, const Out& arg, uintptr_t stream) {
+        backend::spmm(CK_A(x), heads, d, CK_A(indptr), CK_A(indices), CK_A(eid), CK_A(weight), weight_in_slots, reduce,
+                      CK_A(out), CK_A(arg), stream_of(stream, x));
       },
       nb::arg("x").noconvert(), nb::arg("heads"), nb::arg("d"), nb::arg("indptr").noconvert(),
-      nb::arg("indices").noconvert(), nb::arg("eid").noconvert(), nb::arg("weight").noconvert(), nb::arg("reduce"),
+      nb::arg("indices").noconvert(), nb::arg("eid").noconvert(), nb::arg("weight").noconvert(),
+      nb::arg("weight_in_slots"), nb::arg("reduce"),
       nb::arg("out").noconvert(), nb::arg("arg").noconvert(), nb::arg("stream") = 0,
       nb::call_guard<nb::gil_scoped_release>());
 

@@ -25,10 +25,12 @@ inline void prefetch_row(const T* row, int64_t bytes) {
 }
 
 // One destination row. begin/end: its k range; row(k): pointer to source row k's first feature;
-// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records.
+// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records. Source rows are
+// prefetched kAhead slots ahead, across the end of the row up to prefetch_end (the slots of all rows):
+// rows have ~10 slots, so a prefetch confined to the row would leave most gathers unhidden.
 template <Reduce R, bool Weighted, class T, class ArgT, class RowF, class WeightF, class ArgF>
-inline void reduce_row(int64_t begin, int64_t end, int64_t f, RowF row, WeightF weight, ArgF arg_id, ArgT empty_arg,
-                       T* out, ArgT* arg) {
+inline void reduce_row(int64_t begin, int64_t end, int64_t prefetch_end, int64_t f, RowF row, WeightF weight,
+                       ArgF arg_id, ArgT empty_arg, T* out, ArgT* arg) {
   using A = acc_t<T>;
   alignas(64) A acc[kTile];
   alignas(64) int32_t best[kTile];  // arg ids < 2^31 (E is checked): the blend has float's width
@@ -56,7 +58,7 @@ inline void reduce_row(int64_t begin, int64_t end, int64_t f, RowF row, WeightF 
       for (int64_t c = 0; c < n; ++c) acc[c] = reduce_identity<A>(R);
     }
     for (; k < end; ++k) {
-      if (k + kAhead < end && f0 == 0) prefetch_row(row(k + kAhead), row_bytes);
+      if (k + kAhead < prefetch_end && f0 == 0) prefetch_row(row(k + kAhead), row_bytes);
       const T* src = row(k) + f0;
       if constexpr (R == Reduce::sum || R == Reduce::mean) {
         if constexpr (Weighted) {

@@ -120,6 +120,7 @@ template <class T, class Ptr, class ArgT>
 void reduce_segments(Reduce r, const T* src, int64_t e, int64_t f, const Ptr* indptr, int64_t rows,
                      const int32_t* perm, T* out, ArgT* arg) {
   const int64_t edges = rows ? int64_t(indptr[rows]) - int64_t(indptr[0]) : 0;
+  const int64_t last = rows ? int64_t(indptr[rows]) : 0;  // prefetches stay below the last slot
   auto run = [&](auto reduce_tag) {
     constexpr Reduce R = decltype(reduce_tag)::value;
     auto zero = [](int64_t) { return 1.0f; };
@@ -127,15 +128,15 @@ void reduce_segments(Reduce r, const T* src, int64_t e, int64_t f, const Ptr* in
       auto row = [&](int64_t k) { return src + int64_t(perm[k]) * f; };
       auto id = [&](int64_t k) { return int64_t(perm[k]); };
       for_rows(rows, indptr, edges, [&](int64_t i) {
-        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), f, row, zero, id, ArgT(e), out + i * f,
-                             arg ? arg + i * f : nullptr);
+        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), last, f, row, zero, id, ArgT(e),
+                             out + i * f, arg ? arg + i * f : nullptr);
       });
     } else {
       auto row = [&](int64_t k) { return src + k * f; };
       auto id = [](int64_t k) { return k; };
       for_rows(rows, indptr, edges, [&](int64_t i) {
-        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), f, row, zero, id, ArgT(e), out + i * f,
-                             arg ? arg + i * f : nullptr);
+        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), last, f, row, zero, id, ArgT(e),
+                             out + i * f, arg ? arg + i * f : nullptr);
       });
     }
   };

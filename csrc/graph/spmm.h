@@ -59,10 +59,12 @@ template <class A> CK_HD A online_prob(const Online<A>& o, A v) {
 namespace CK_BACKEND {
 
 // out[i, h, :] <- reduce over the in-edges e of i (slot order) of weight[e, h] * x[src(e), h, :]; weight: empty
-// (all ones), (E,) or (E, heads), x's dtype. reduce: sum, mean, max or min; arg[i, h, d] <- the edge id that
-// gave out[i, h, d] (E for an empty row), for max / min.
+// (all ones), (E,) or (E, heads), x's dtype, in edge order, or in CSR slot order when weight_in_slots (a
+// graph's cached weight_csr: read sequentially). reduce: sum, mean, max or min; arg[i, h, d] <- the edge
+// id that gave out[i, h, d] (E for an empty row), for max / min.
 void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const Array& indices, const Array& eid,
-          const Array& weight, int64_t reduce, const Array& out, const Array& arg, Stream stream);
+          const Array& weight, bool weight_in_slots, int64_t reduce, const Array& out, const Array& arg,
+          Stream stream);
 
 // out[e, h] <- a[dst(e), h, :] . b[src(e), h, :] for every edge (written in edge order).
 void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array& indptr, const Array& indices,

@@ -30,10 +30,10 @@ void spmm_rows(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* 
     const int64_t begin = g.indptr[i], end = g.indptr[i + 1];
     for (int64_t h = 0; h < heads; ++h) {
       auto row = [&](int64_t k) { return x + int64_t(idx[k]) * f + h * d; };
-      auto weight = [&](int64_t k) { return to_acc(w[g.eid[k] * wheads + (wheads > 1 ? h : 0)]); };
+      auto weight = [&](int64_t k) { return to_acc(w[k * wheads + (wheads > 1 ? h : 0)]); };  // slot order
       auto id = [&](int64_t k) { return g.eid[k]; };
-      reduce_row<R, Weighted>(begin, end, d, row, weight, id, int64_t(g.edges), out + i * f + h * d,
-                              arg ? arg + i * f + h * d : nullptr);
+      reduce_row<R, Weighted>(begin, end, g.indptr[g.rows], d, row, weight, id, int64_t(g.edges),
+                              out + i * f + h * d, arg ? arg + i * f + h * d : nullptr);
     }
   });
 }
@@ -59,10 +59,24 @@ void spmm_typed(Reduce r, const T* x, int64_t heads, int64_t d, const CsrView& g
   else go(No{});
 }
 
+thread_local std::vector<unsigned char> weight_scratch;
+
+// The edge weights in CSR slot order (one pass of gathers with nothing else in flight, into a reused
+// buffer), so that the reduction reads them sequentially instead of one random read per slot.
+template <class T>
+const T* weights_in_slot_order(const T* w, int64_t wheads, const CsrView& g) {
+  T* out = reinterpret_cast<T*>(cpu_detail::scratch(weight_scratch, size_t(g.edges * wheads) * sizeof(T)));
+  parallel_for(g.edges, 1 << 15, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k)
+      for (int64_t h = 0; h < wheads; ++h) out[k * wheads + h] = w[g.eid[k] * wheads + h];
+  });
+  return out;
+}
+
 }  // namespace
 
 void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const Array& indices, const Array& eid,
-          const Array& weight, int64_t reduce, const Array& out, const Array& arg, Stream) {
+          const Array& weight, bool weight_in_slots, int64_t reduce, const Array& out, const Array& arg, Stream) {
   const Reduce r = reduce_from_int(reduce);
   const CsrView g = csr_view(indptr, indices, eid);
   check(heads >= 1 && d >= 0 && x.size % (heads * std::max<int64_t>(d, 1)) == 0, "x: expected (N, heads, D)");
@@ -76,8 +90,10 @@ void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const A
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     with_indices(g, [&](auto idx) {
-      spmm_typed<T>(r, static_cast<const T*>(x.data), heads, d, g, idx,
-                    weight.size ? static_cast<const T*>(weight.data) : nullptr, wheads, static_cast<T*>(out.data),
+      const T* w = weight.size == 0 ? nullptr
+                   : weight_in_slots ? static_cast<const T*>(weight.data)
+                                     : weights_in_slot_order(static_cast<const T*>(weight.data), wheads, g);
+      spmm_typed<T>(r, static_cast<const T*>(x.data), heads, d, g, idx, w, wheads, static_cast<T*>(out.data),
                     has_arg(r) ? static_cast<int64_t*>(arg.data) : nullptr);
     });
   });
@@ -101,7 +117,7 @@ void sddmm(const Array& a, const Array& b, int64_t heads, int64_t d, const Array
       for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
         const T* ai = pa + i * f;
         for (int64_t k = g.indptr[i]; k < g.indptr[i + 1]; ++k) {
-          if (k + cpu_detail::kAhead < g.indptr[i + 1])
+          if (k + cpu_detail::kAhead < g.indptr[g.rows])
             cpu_detail::prefetch_row(pb + int64_t(idx[k + cpu_detail::kAhead]) * f, f * int64_t(sizeof(T)));
           const T* bj = pb + int64_t(idx[k]) * f;
           for (int64_t h = 0; h < heads; ++h) {

@@ -24,8 +24,8 @@ unsigned row_blocks(int64_t rows) {
 template <Reduce R, class T, class I>
 __global__ void spmm_kernel(const T* __restrict__ x, int64_t heads, int64_t d, const int64_t* __restrict__ indptr,
                             int64_t rows, const I* __restrict__ idx, const int64_t* __restrict__ eid,
-                            const T* __restrict__ w, int64_t wheads, int64_t edges, T* __restrict__ out,
-                            int64_t* __restrict__ arg) {
+                            const T* __restrict__ w, bool w_slots, int64_t wheads, int64_t edges,
+                            T* __restrict__ out, int64_t* __restrict__ arg) {
   using A = acc_t<T>;
   const int64_t i = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (i >= rows) return;
@@ -37,7 +37,7 @@ __global__ void spmm_kernel(const T* __restrict__ x, int64_t heads, int64_t d, c
     int64_t best = edges;
     for (int64_t k = begin; k < end; ++k) {
       A v = to_acc(x[int64_t(idx[k]) * f + c]);
-      if (w) v *= to_acc(w[eid[k] * wheads + (wheads > 1 ? h : 0)]);
+      if (w) v *= to_acc(w[(w_slots ? k : eid[k]) * wheads + (wheads > 1 ? h : 0)]);
       if constexpr (R == Reduce::sum || R == Reduce::mean) {
         acc += v;
       } else {
@@ -110,7 +110,8 @@ __global__ void softmax_backward_kernel(const T* __restrict__ y, const T* __rest
 }  // namespace
 
 void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const Array& indices, const Array& eid,
-          const Array& weight, int64_t reduce, const Array& out, const Array& arg, Stream stream) {
+          const Array& weight, bool weight_in_slots, int64_t reduce, const Array& out, const Array& arg,
+          Stream stream) {
   const Reduce r = reduce_from_int(reduce);
   check(r != Reduce::mul, "reduce: spmm supports sum, mean, max and min");
   const CsrView g = csr_view(indptr, indices, eid);
@@ -136,16 +137,16 @@ void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const A
       cudaStream_t s = cuda_stream(stream);
       switch (r) {
         case Reduce::sum:
-          spmm_kernel<Reduce::sum><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, wheads, g.edges, po, pa);
+          spmm_kernel<Reduce::sum><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, weight_in_slots, wheads, g.edges, po, pa);
           break;
         case Reduce::mean:
-          spmm_kernel<Reduce::mean><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, wheads, g.edges, po, pa);
+          spmm_kernel<Reduce::mean><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, weight_in_slots, wheads, g.edges, po, pa);
           break;
         case Reduce::max:
-          spmm_kernel<Reduce::max><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, wheads, g.edges, po, pa);
+          spmm_kernel<Reduce::max><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, weight_in_slots, wheads, g.edges, po, pa);
           break;
         default:
-          spmm_kernel<Reduce::min><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, wheads, g.edges, po, pa);
+          spmm_kernel<Reduce::min><<<grid, 32 * kWarps, 0, s>>>(px, heads, d, g.indptr, g.rows, idx, g.eid, pw, weight_in_slots, wheads, g.edges, po, pa);
           break;
       }
       check_launch();

@@ -6,8 +6,9 @@ Edges E in {1e6, 1e7} (1e7 skipped by --quick) into N = E / 10 destination rows,
 that a run fits beside other people's work on a shared machine (E = 1e7 runs at F = 16). Degree
 distributions: "random" (destinations uniform) and "powerlaw" (Barabasi-Albert-like: the expected
 in-degree of node r, in a random order of the nodes, is proportional to 1 / sqrt(r + 1), as the r-th
-oldest node's in BA, so P(k) ~ k^-3). scatter runs on unsorted and on sorted indices; spmm on the graph's
-cached CSR (built before timing, as a GNN layer reuses its graph).
+oldest node's in BA, so P(k) ~ k^-3). scatter runs on unsorted and on sorted indices; spmm on a weighted
+graph's cached CSR and CSR-ordered weights (built before timing, as a GNN layer reuses its graph, and as
+the baseline's sparse matrix is built before timing).
 
 Floors: scatter reads src (E F b) and the index (8 E) and writes out (N F b); spmm gathers a row of x per
 edge (E F b, the spec's b + (4 + b) / F per edge-feature with its index and weight) and writes out;
@@ -85,19 +86,21 @@ def _scatter(e: int, f: int, degrees: str, order: str, reduce: str, device: str)
     return Prepared(ours=lambda: graph.scatter(src, index, n, reduce), baselines=baselines)
 
 
-def _graph(e: int, degrees: str, device: str):
+def _graph(e: int, degrees: str, device: str, edge_weight=None):
     n = e // 10
     dst = _destinations(e, n, degrees, 3)
     src = torch.randint(0, n, (e,), generator=_generator("cpu", 4))
-    g = graph.Graph(torch.stack([src, dst]).to(device), n)
+    g = graph.Graph(torch.stack([src, dst]).to(device), n, edge_weight=edge_weight)
     g.csr, g.csc  # noqa: B018  (built once, outside the timing, as a layer reuses its graph)
+    if edge_weight is not None:
+        g.weight_csr  # noqa: B018  (likewise its weights in CSR order, as the baseline's sparse matrix)
     return g, src.to(device), dst.to(device), n
 
 
 def _spmm(e: int, f: int, degrees: str, device: str) -> Prepared:
-    g, src, dst, n = _graph(e, degrees, device)
-    x = torch.randn(n, f, generator=_generator(device, 5)).to(device)
     w = torch.rand(e, generator=_generator(device, 6)).to(device)
+    g, src, dst, n = _graph(e, degrees, device, edge_weight=w)
+    x = torch.randn(n, f, generator=_generator(device, 5)).to(device)
     perm = g.csr.eid
     adjacency = torch.sparse_csr_tensor(g.csr.indptr, g.csr.indices.long(), w[perm], (n, n))
     out = torch.zeros(n, f, device=device)
@@ -108,7 +111,7 @@ def _spmm(e: int, f: int, degrees: str, device: str) -> Prepared:
     ts = _torch_scatter()
     if ts is not None:
         baselines["torch_scatter sum"] = lambda: ts.scatter(x[src] * w[:, None], dst, dim=0, dim_size=n)
-    return Prepared(ours=lambda: graph.spmm(g, x, w), baselines=baselines)
+    return Prepared(ours=lambda: graph.spmm(g, x), baselines=baselines)
 
 
 def _torch_edge_softmax(scores, dst, n):
@@ -159,7 +162,7 @@ def cases(device: str = "cpu", quick: bool = False, sizes=None) -> list[Case]:
                                     e * f * b + 8 * e + n * f * b,
                                     lambda e=e, f=f, dg=degrees, o=order: _scatter(e, f, dg, o, "sum", device)))
                 cols = {"E": _label(e), "F": str(f), "degrees": degrees, "index": "CSR"}
-                out.append(Case(FAMILY, "spmm_sum", "graph.spmm(graph, x, w)", cols,
+                out.append(Case(FAMILY, "spmm_sum", "graph.spmm(weighted graph, x)", cols,
                                 {"d": e, "E": e, "N": n, "F": f, "degrees": degrees},
                                 e * f * b + e * (8 + b + 8) + n * f * b,
                                 lambda e=e, f=f, dg=degrees: _spmm(e, f, dg, device)))

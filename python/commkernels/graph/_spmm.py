@@ -16,10 +16,6 @@ from ._scatter import _CODE, _reshape, _scatter_op
 _SPMM_REDUCES = ("sum", "mean", "max", "min")
 
 
-def _empty_like_kind(like, n: int, dtype: str | None = None):
-    return _backend.empty(like, n, dtype)
-
-
 def _check_graph(graph, like, name: str = "x", rows: bool = True) -> Graph:
     if not isinstance(graph, Graph):
         raise TypeError(f"graph: expected a commkernels.graph.Graph, got {type(graph).__name__}")
@@ -29,10 +25,11 @@ def _check_graph(graph, like, name: str = "x", rows: bool = True) -> Graph:
 
 
 def _edge_values(values, like, graph: Graph, name: str):
-    """(E,) or (E, H) per-edge values as like's framework, device and dtype (contiguous)."""
-    _checks.float_array(values, name) if not _backend.is_torch(values) else None
-    if _backend.is_torch(values) and _backend.dtype_name(values) not in _backend.FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected a floating-point dtype, got {_backend.dtype_name(values)}")
+    """(E,) or (E, H) per-edge values as like's framework, device and dtype (contiguous; a torch tensor is
+    cast and made contiguous differentiably)."""
+    _backend.framework(values, name)
+    if _backend.dtype_name(values) not in _backend.FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32, float64, float16 or bfloat16, got {_backend.dtype_name(values)}")
     if len(values.shape) not in (1, 2) or int(values.shape[0]) != graph.num_edges:
         raise ValueError(f"{name}: expected shape ({graph.num_edges},) or ({graph.num_edges}, heads), "
                          f"got {tuple(values.shape)}")
@@ -40,7 +37,8 @@ def _edge_values(values, like, graph: Graph, name: str):
         if not _backend.is_torch(values) or values.device != like.device:
             raise TypeError(f"{name}: expected a torch tensor on {like.device} like the features")
         return values.to(like.dtype).contiguous()
-    _checks.same_place(like, values, "x", name) if _backend.framework(like, "x") != "jax" else None
+    if _backend.framework(like, "x") != "jax":
+        _checks.same_place(like, values, "x", name)
     return convert_like(values, like, _backend.dtype_name(like))
 
 
@@ -58,18 +56,19 @@ def _heads_of(x, edge_values, name: str) -> tuple[int, int]:
 
 # ---- kernels ------------------------------------------------------------------------------------------
 
-def _spmm_kernel(x, indptr, indices, eid, cindptr, cindices, ceid, weight, heads: int, reduce: int):
+def _spmm_kernel(x, indptr, indices, eid, cindptr, cindices, ceid, weight, slots: bool, heads: int, reduce: int):
     rows = int(indptr.shape[0]) - 1
     f = math.prod(int(s) for s in x.shape[1:])
     d = f // heads if heads else 0
     out = _backend.empty(x, rows * f)
     arg = _backend.empty(x, rows * f if reduce in (2, 3) else 0, "int64")
-    _backend.module(x).graph_spmm(x, heads, d, indptr, indices, eid, weight, reduce, out, arg, _backend.stream(x))
+    _backend.module(x).graph_spmm(x, heads, d, indptr, indices, eid, weight, slots, reduce, out, arg,
+                                  _backend.stream(x))
     shape = (rows, *x.shape[1:])
     return _reshape(x, out, shape), _reshape(x, arg, shape if reduce in (2, 3) else (0,))
 
 
-def _spmm_fake(x, indptr, indices, eid, cindptr, cindices, ceid, weight, heads, reduce):
+def _spmm_fake(x, indptr, indices, eid, cindptr, cindices, ceid, weight, slots, heads, reduce):
     shape = (indptr.shape[0] - 1, *x.shape[1:])
     return x.new_empty(shape), x.new_empty(shape if reduce in (2, 3) else (0,), dtype=_torch_ops.torch.int64)
 
@@ -109,8 +108,8 @@ def _softmax_backward_fake(y, grad, indptr, eid, dst, heads):
 # ---- autograd -----------------------------------------------------------------------------------------
 
 def _spmm_setup(ctx, inputs, output):
-    x, indptr, indices, eid, cindptr, cindices, ceid, weight, heads, reduce = inputs
-    ctx.heads, ctx.reduce, ctx.x_shape, ctx.w_shape = heads, reduce, x.shape, weight.shape
+    x, indptr, indices, eid, cindptr, cindices, ceid, weight, slots, heads, reduce = inputs
+    ctx.heads, ctx.reduce, ctx.x_shape, ctx.w_shape, ctx.slots = heads, reduce, x.shape, weight.shape, slots
     ctx.save_for_backward(x, indptr, indices, eid, cindptr, cindices, ceid, weight,
                           output[1] if reduce in (2, 3) else None)
 
@@ -124,15 +123,20 @@ def _spmm_backward(ctx, grad_out, grad_arg):
     g = grad_out.contiguous()
     want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[7] and weight.numel() > 0
     grad_x = grad_w = None
+    nones = (None,) * 3
+    if ctx.slots and weight.numel():  # weights given in CSR slot order: back to edge order for the CSC
+        in_slots = weight
+        weight = torch.empty_like(in_slots)
+        weight[eid] = in_slots
     if reduce in (0, 1):
         if reduce == 1:
             deg = (indptr[1:] - indptr[:-1]).clamp(min=1).to(g.dtype)
             g = (g / deg.reshape((-1,) + (1,) * (g.dim() - 1))).contiguous()
         if want_x:  # the transposed product over the CSC: grad_x[j] = sum over out-edges e of w_e g[dst(e)]
-            grad_x = _spmm_op(g, cindptr, cindices, ceid, indptr, indices, eid, weight, heads, 0)[0]
+            grad_x = _spmm_op(g, cindptr, cindices, ceid, indptr, indices, eid, weight, False, heads, 0)[0]
         if want_w:
             grad_w = _sddmm_op(g, x, indptr, indices, eid, cindptr, cindices, ceid, heads).reshape(ctx.w_shape)
-        return grad_x, None, None, None, None, None, None, grad_w, None, None
+        return grad_x, None, None, None, None, None, None, grad_w, *nones
     # max / min: the gradient goes to the edge that gave each output element; contributions are summed by
     # the deterministic scatter (element order), never by atomics
     src_of_edge = torch.empty(e + 1, dtype=torch.int64, device=x.device)
@@ -162,7 +166,7 @@ def _spmm_backward(ctx, grad_out, grad_arg):
         target = (a * wheads + (head if wheads > 1 else 0)).expand_as(a).reshape(-1)
         grad_w = _scatter_op(contrib.reshape(-1, 1).contiguous(), target, (e + 1) * wheads, 0)[0]
         grad_w = grad_w[: e * wheads].reshape(ctx.w_shape)
-    return grad_x, None, None, None, None, None, None, grad_w, None, None
+    return grad_x, None, None, None, None, None, None, grad_w, *nones
 
 
 def _sddmm_setup(ctx, inputs, output):
@@ -176,9 +180,9 @@ def _sddmm_backward(ctx, grad):
     g = grad.contiguous()
     grad_a = grad_b = None
     if ctx.needs_input_grad[0]:  # grad_a[i] = sum over in-edges of g_e b[src(e)]
-        grad_a = _spmm_op(b, indptr, indices, eid, cindptr, cindices, ceid, g, ctx.heads, 0)[0]
+        grad_a = _spmm_op(b, indptr, indices, eid, cindptr, cindices, ceid, g, False, ctx.heads, 0)[0]
     if ctx.needs_input_grad[1]:  # grad_b[j] = sum over out-edges of g_e a[dst(e)]: the CSC
-        grad_b = _spmm_op(a, cindptr, cindices, ceid, indptr, indices, eid, g, ctx.heads, 0)[0]
+        grad_b = _spmm_op(a, cindptr, cindices, ceid, indptr, indices, eid, g, False, ctx.heads, 0)[0]
     return grad_a, grad_b, None, None, None, None, None, None, None
 
 
@@ -195,7 +199,7 @@ def _softmax_backward(ctx, grad):
 
 _spmm_op = _torch_ops.define(
     "spmm", "(Tensor x, Tensor indptr, Tensor indices, Tensor eid, Tensor cindptr, Tensor cindices, Tensor ceid, "
-    "Tensor weight, int heads, int reduce) -> (Tensor, Tensor)", _spmm_kernel, _spmm_fake,
+    "Tensor weight, bool weight_in_slots, int heads, int reduce) -> (Tensor, Tensor)", _spmm_kernel, _spmm_fake,
     backward=_spmm_backward, setup_context=_spmm_setup)
 _sddmm_op = _torch_ops.define(
     "sddmm", "(Tensor a, Tensor b, Tensor indptr, Tensor indices, Tensor eid, Tensor cindptr, Tensor cindices, "
@@ -240,17 +244,24 @@ def spmm(graph: Graph, x, edge_weight=None, reduce: str = "sum"):
     if reduce not in _SPMM_REDUCES:
         raise ValueError(f"reduce: expected one of {', '.join(_SPMM_REDUCES)}, got {reduce!r}")
     code = _CODE[reduce]
-    weight = edge_weight if edge_weight is not None else g.edge_weight
+    weight, slots = edge_weight, False
+    if weight is None and g.edge_weight is not None:
+        weight = g.edge_weight
+        # the graph's own weights, when no gradient must reach them: its cached CSR-ordered copy, read
+        # sequentially (as a prebuilt sparse matrix holds them)
+        slots = not (_backend.is_torch(weight) and weight.requires_grad)
     if weight is not None:
         weight = _edge_values(weight, x, g, "edge_weight")
+        if slots:
+            weight = _edge_values(g.weight_csr, x, g, "edge_weight")
     heads, _ = _heads_of(x, weight, "edge_weight")
     if weight is None:
         weight = _backend.empty(x, 0)
     arrays = _graph_tensors(g, x)
     if _backend.is_torch(x):
-        out, arg = _spmm_op(x, *arrays, weight, heads, code)
+        out, arg = _spmm_op(x, *arrays, weight, slots, heads, code)
     else:
-        out, arg = _spmm_kernel(x, *arrays, weight, heads, code)
+        out, arg = _spmm_kernel(x, *arrays, weight, slots, heads, code)
     return (out, arg) if code in (2, 3) else out
 
 
