@@ -487,7 +487,7 @@ def test_spmm_equals_torch_sparse_and_index_add():
     x = torch.randn(n, f, dtype=torch.float64, generator=g)
     w = torch.randn(e, dtype=torch.float64, generator=g)
     G = graph.Graph(torch.stack([src, dst]), n)
-    A = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n, n))
+    A = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n, n), check_invariants=True)
     torch.testing.assert_close(graph.spmm(G, x, w), torch.sparse.mm(A, x), rtol=1e-12, atol=1e-12)
     want = torch.zeros(n, f, dtype=torch.float64).index_add_(0, dst, w[:, None] * x[src])
     torch.testing.assert_close(graph.spmm(G, x, w), want, rtol=1e-12, atol=1e-12)

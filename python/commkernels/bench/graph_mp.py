@@ -102,7 +102,7 @@ def _spmm(e: int, f: int, degrees: str, device: str) -> Prepared:
     g, src, dst, n = _graph(e, degrees, device, edge_weight=w)
     x = torch.randn(n, f, generator=_generator(device, 5)).to(device)
     perm = g.csr.eid
-    adjacency = torch.sparse_csr_tensor(g.csr.indptr, g.csr.indices.long(), w[perm], (n, n))
+    adjacency = torch.sparse_csr_tensor(g.csr.indptr, g.csr.indices.long(), w[perm], (n, n), check_invariants=True)
     out = torch.zeros(n, f, device=device)
     baselines = {
         "torch.sparse.mm (CSR)": lambda: torch.sparse.mm(adjacency, x),
