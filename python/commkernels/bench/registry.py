@@ -24,6 +24,7 @@ FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix", "graph_mp")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:

@@ -16,3 +16,6 @@ __all__ = ["compress", "graph"]
 from . import compress, graph, moe
 
 __all__ = ["compress", "graph", "moe"]
+from . import compress, graph, graph_mp
+
+__all__ = ["compress", "graph", "graph_mp"]
