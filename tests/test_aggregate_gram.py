@@ -14,7 +14,6 @@ Tolerances are derived, not tuned:
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -547,3 +546,11 @@ def test_with_pre_for_coordinate_rules_and_gram_rules():
     np.testing.assert_allclose(A.with_pre(A.krum, X, 2, pre=("nnm", {"f": 2})), R.krum(R.nnm(X, 2), 2),
                                rtol=1e-12, atol=1e-12)
     assert np.isfinite(A.with_pre(A.median, X, pre=("clip", {"c": 1.0}))).all()
+
+
+def test_torch_compile_fullgraph():
+    X = torch.randn(9, 16)
+    # aot_eager: the whole graph is captured (fullgraph) and traced with the fake impls, without codegen
+    compiled = torch.compile(lambda X: A.krum(X, 2, m=2) * 2 + A.nnm(X, 2).sum(0), fullgraph=True,
+                             backend="aot_eager")
+    torch.testing.assert_close(compiled(X), A.krum(X, 2, m=2) * 2 + A.nnm(X, 2).sum(0))

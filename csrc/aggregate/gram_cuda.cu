@@ -147,7 +147,8 @@ void gram(const Rows& rows, GramCenter mode, const Array& center, const Array& G
     const int npairs = int(pairs.size());
     check(npairs <= 65535, "X: too many rows for the CUDA gram");
     DeviceBuffer<int2> dev_pairs(pairs.size(), s);
-    CK_CUDA_CHECK(cudaMemcpyAsync(dev_pairs.get(), pairs.data(), pairs.size() * sizeof(int2), cudaMemcpyHostToDevice, s));
+    CK_CUDA_CHECK(cudaMemcpyAsync(dev_pairs.get(), pairs.data(), pairs.size() * sizeof(int2), cudaMemcpyHostToDevice,
+                                  s));
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kMaxChunks, (d + kSub - 1) / kSub));
     DeviceBuffer<double> partial(size_t(chunks * npairs * kGroup * kGroup), s);
     gram_partial_kernel<T><<<dim3(unsigned(chunks), unsigned(npairs)), kThreads, 0, s>>>(

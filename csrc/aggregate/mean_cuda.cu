@@ -11,12 +11,17 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Products rounded on their own, never fused into an FMA with the sum: the CPU build (baseline x86-64)
+// has no FMA, and the two must give the same bits.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 template <class T>
 __global__ void mean_kernel(RowView<T> X, const acc_t<T>* __restrict__ w, acc_t<T> total, T* __restrict__ out) {
   using A = acc_t<T>;
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < X.d; j += int64_t(gridDim.x) * blockDim.x) {
-    A acc = w[0] * to_acc(X.row(0)[j]);
-    for (int64_t i = 1; i < X.n; ++i) acc += w[i] * to_acc(X.row(i)[j]);
+    A acc = mul_rn(w[0], to_acc(X.row(0)[j]));
+    for (int64_t i = 1; i < X.n; ++i) acc += mul_rn(w[i], to_acc(X.row(i)[j]));
     out[j] = from_acc<T>(acc / total);
   }
 }

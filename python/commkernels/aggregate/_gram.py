@@ -22,7 +22,6 @@ import numbers
 import numpy as np
 
 from .. import _backend, _torch_ops
-from . import _gram_host as host
 from ._inputs import Updates, from_parts, updates
 
 _CENTER_MODES = {"zero": 0, "mean": 1, "vector": 2}
@@ -207,7 +206,3 @@ def combine(X, W):
     u = updates(X)
     Wm = _weight_matrix(W, u.n)
     return call(_combine_op, _combine_run, u, [float(v) for v in Wm.reshape(-1)], int(Wm.shape[0]))
-
-
-def bad_rows(G) -> np.ndarray:
-    return host.bad_rows(G)
