@@ -19,6 +19,8 @@ TORCH_DTYPE = {d: getattr(torch, d) for d in DTYPES}
 # unit roundoff of the storage type and of the accumulation type
 UNIT = {"float32": 2.0**-24, "float64": 2.0**-53, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 ACC_UNIT = {"float32": 2.0**-24, "float64": 2.0**-53, "float16": 2.0**-24, "bfloat16": 2.0**-24}
+# half the spacing of the subnormals: the absolute rounding error where u |x| no longer bounds it
+HALF_TINY = {"float32": 2.0**-150, "float64": 2.0**-1075, "float16": 2.0**-25, "bfloat16": 2.0**-134}
 RULES = ("median", "trimmed_mean", "meamed", "phocas")
 
 
@@ -70,21 +72,23 @@ def as_input(X, form: str):
 
 
 def exact_or_rounded(got, want, dtype):
-    """got is want rounded once to dtype (|got - want| <= half an ulp of dtype, NaN where want is NaN)."""
+    """got is want rounded once to dtype (|got - want| <= u |want|, or half the subnormal spacing; NaN where
+    want is NaN)."""
     got = f64(got)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     finite = np.isfinite(want)
     np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
-    tol = UNIT[dtype] * np.abs(want[finite])
+    tol = UNIT[dtype] * np.abs(want[finite]) + HALF_TINY[dtype]
     assert np.all(np.abs(got[finite] - want[finite]) <= tol), np.max(np.abs(got[finite] - want[finite]) - tol)
 
 
 def summed_close(got, want, dtype, mags, m):
     """got = (a sum of m values of magnitudes summing to mags, in the accumulation type) / m, rounded to
-    dtype: |error| <= (m - 1) u_acc mags / m (the sum) + u_acc |want| (the division) + u |want| (rounding)."""
+    dtype: |error| <= (m - 1) u_acc mags / m (the sum) + u_acc |want| (the division) + u |want| (rounding,
+    plus half the subnormal spacing of dtype for subnormal results)."""
     got = f64(got)
     u, ua = UNIT[dtype], ACC_UNIT[dtype]
-    tol = (m - 1) * ua * 1.01 * mags / m + ua * np.abs(want) + u * np.abs(want)
+    tol = (m - 1) * ua * 1.01 * mags / m + ua * np.abs(want) + u * np.abs(want) + HALF_TINY[dtype]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     finite = np.isfinite(want)
     np.testing.assert_array_equal(got[~finite], want[~finite])
