@@ -66,7 +66,8 @@ def _moments_fake(parts, stacked, center, want_mean, want_std):
 
 
 _moments_op = _torch_ops.define(
-    "honest_moments", "(Tensor[] X, bool stacked, Tensor? F, bool want_mean, bool want_std) -> (Tensor, Tensor, Tensor)",
+    "honest_moments",
+    "(Tensor[] X, bool stacked, Tensor? F, bool want_mean, bool want_std) -> (Tensor, Tensor, Tensor)",
     _moments_kernel, _moments_fake)
 
 
@@ -277,7 +278,7 @@ def optimal_ipm(H, f: int, rule, taus=None, iters: int = 8):
     return _optimal(H, f, rule, taus, iters, direction)
 
 
-# ---- robustness score --------------------------------------------------------------------------------------------------
+# ---- robustness score ------------------------------------------------------------------------------------------
 
 def _honest_index(honest, n: int) -> list[int]:
     if _backend.is_torch(honest):
