@@ -83,7 +83,8 @@ def _shaped(u: Updates, flat):
 
 def honest_stats(H):
     """(mean_H, std_H): the coordinate-wise mean and standard deviation (ddof = 1) of the honest updates, in
-    one pass over H; arrays of the update's shape in H's framework, device and dtype. Needs h >= 2."""
+    one pass over H; arrays of the update's shape in H's framework, device and dtype. Needs h >= 2.
+    Not differentiable (evaluation only)."""
     u = updates(H, "H")
     if u.n < 2:
         raise ValueError(f"H: the standard deviation (ddof=1) needs at least 2 honest updates, got {u.n}")
