@@ -283,7 +283,8 @@ def test_variance_corrected_mean_restores_the_variance():
         assert out[s].mean() == pytest.approx(plain[s].mean(), abs=1e-6)
     # the correction keeps the direction: a positive multiple of the centered mean
     centered = plain[:20_000] - plain[:20_000].mean()
-    cos = centered @ (out[:20_000] - out[:20_000].mean()) / (np.linalg.norm(centered) * np.linalg.norm(out[:20_000] - out[:20_000].mean()))
+    corrected = out[:20_000] - out[:20_000].mean()
+    cos = centered @ corrected / (np.linalg.norm(centered) * np.linalg.norm(corrected))
     assert cos > 1 - 1e-6
 
 

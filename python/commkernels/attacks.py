@@ -66,7 +66,8 @@ def _moments_fake(parts, stacked, center, want_mean, want_std):
 
 
 _moments_op = _torch_ops.define(
-    "honest_moments", "(Tensor[] X, bool stacked, Tensor? F, bool want_mean, bool want_std) -> (Tensor, Tensor, Tensor)",
+    "honest_moments",
+    "(Tensor[] X, bool stacked, Tensor? F, bool want_mean, bool want_std) -> (Tensor, Tensor, Tensor)",
     _moments_kernel, _moments_fake)
 
 
@@ -82,7 +83,8 @@ def _shaped(u: Updates, flat):
 
 def honest_stats(H):
     """(mean_H, std_H): the coordinate-wise mean and standard deviation (ddof = 1) of the honest updates, in
-    one pass over H; arrays of the update's shape in H's framework, device and dtype. Needs h >= 2."""
+    one pass over H; arrays of the update's shape in H's framework, device and dtype. Needs h >= 2.
+    Not differentiable (evaluation only)."""
     u = updates(H, "H")
     if u.n < 2:
         raise ValueError(f"H: the standard deviation (ddof=1) needs at least 2 honest updates, got {u.n}")
@@ -277,7 +279,7 @@ def optimal_ipm(H, f: int, rule, taus=None, iters: int = 8):
     return _optimal(H, f, rule, taus, iters, direction)
 
 
-# ---- robustness score --------------------------------------------------------------------------------------------------
+# ---- robustness score ------------------------------------------------------------------------------------------
 
 def _honest_index(honest, n: int) -> list[int]:
     if _backend.is_torch(honest):

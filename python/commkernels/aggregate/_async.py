@@ -166,7 +166,8 @@ def fedasync_mix_(x, x_new, alpha: float):
     """FedAsync's server step, in place: x <- (1 - alpha) x + alpha x_new; returns x.
 
     One fused pass, computed in float32 (float64 for float64 x) as (1 - alpha) * x + alpha * x_new and
-    rounded once, so alpha = 0 leaves finite x unchanged and alpha = 1 gives x_new exactly. x: float32 or
+    rounded once, so for finite x and x_new alpha = 0 leaves x unchanged and alpha = 1 gives x_new exactly
+    (0 * inf is NaN: an inf in x_new gives NaN there even at alpha = 0, as one in x does at alpha = 1). x: float32 or
     x_new's dtype, the same number of elements, framework and device as x_new; contiguous and writable.
     alpha: a real in [0, 1] (FedAsync: alpha_t = alpha * staleness_weight(tau, ...)). Not differentiable.
     """

@@ -109,7 +109,8 @@ def _score(d: int, dtype: str, device: str) -> Prepared:
         dev = (F.double() - mean.double()).square().sum()
         return float(dev / (var.double().sum() / N_HONEST))
 
-    return Prepared(ours=lambda: attacks.robustness_score(F, X, honest), baselines={"torch var_mean + sums": torch_score})
+    return Prepared(ours=lambda: attacks.robustness_score(F, X, honest),
+                    baselines={"torch var_mean + sums": torch_score})
 
 
 # kernel -> (how ours is called, prepare, floor bytes (d, itemsize), dtypes, largest d)

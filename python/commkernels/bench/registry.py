@@ -25,6 +25,7 @@ FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram")
 FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix", "graph_mp")
+FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram", "aggregate_side")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:
