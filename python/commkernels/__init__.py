@@ -1,35 +1,20 @@
 """commkernels: fast, exact kernels for the communication side of machine learning at scale.
 
-Families: ``commkernels.compress`` (gradient compression). See README.md and shared/specs/.
+Families: ``commkernels.compress`` (gradient compression), ``commkernels.aggregate`` and
+``commkernels.attacks`` (robust and federated aggregation), ``commkernels.moe`` (mixture-of-experts
+routing), ``commkernels.graph`` (communication-graph message passing), ``commkernels.distributed`` (the
+kernels inside torch.distributed; imported explicitly, it needs torch). See README.md and shared/specs/.
 """
 
 from __future__ import annotations
 
-from . import _backend, aggregate, compress
-from ._info import info
-
-__version__ = "0.1.0"
-__all__ = ["aggregate", "compress", "info", "set_num_threads", "get_num_threads", "__version__"]
-from . import _backend, compress, moe
-from ._info import info
-
-__version__ = "0.1.0"
-from . import _backend, compress, moe
-from ._info import info
-
-__version__ = "0.1.0"
-__all__ = ["compress", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
-from . import _backend, compress, graph
-from ._info import info
-
-__version__ = "0.1.0"
-__all__ = ["compress", "graph", "info", "set_num_threads", "get_num_threads", "__version__"]
 from . import _backend, aggregate, compress, graph, moe
 from . import attacks  # after aggregate: the attacks read their inputs through aggregate._inputs
 from ._info import info
 
 __version__ = "0.1.0"
-__all__ = ["aggregate", "attacks", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["aggregate", "attacks", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads",
+           "__version__"]
 
 
 def set_num_threads(n: int) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from ._async import buffer_add_, fedasync_mix_, staleness_weight, variance_corrected_mean
 from ._coord import meamed, median, phocas, trimmed_mean
-from ._inputs import Updates, updates
-from ._mean import mean
 from ._gram import combine, gram
 from ._gram_pre import arc, bucketing, clip, nnm, with_pre
 from ._gram_rules import bulyan, centered_clipping, flag, geometric_median, krum, mda
+from ._inputs import Updates, updates
+from ._mean import mean
 
 __all__ = ["mean", "median", "trimmed_mean", "meamed", "phocas", "updates", "Updates"]
-__all__ += ["gram", "combine", "krum", "bulyan", "geometric_median", "centered_clipping", "mda", "flag", "nnm", "bucketing",
-            "clip", "arc", "with_pre"]
+__all__ += ["gram", "combine", "krum", "bulyan", "geometric_median", "centered_clipping", "mda", "flag", "nnm",
+            "bucketing", "clip", "arc", "with_pre"]
 __all__ += ["staleness_weight", "buffer_add_", "fedasync_mix_", "variance_corrected_mean"]

@@ -12,20 +12,11 @@ import importlib
 
 FAMILIES = {
     "compress": ("compress", "compress_quantize", "compress_wire"),
-    "aggregate_coord": ("aggregate_coord",),
-    "aggregate_gram": ("aggregate_gram",),
-    "aggregate_side": ("aggregate_side",),
-    "graph_mix": ("graph_mix",),
-    "moe": ("moe",),
+    "aggregate": ("aggregate_coord", "aggregate_gram", "aggregate_side"),
+    "moe": ("moe", "moe_balance"),
+    "graph": ("graph_mix", "graph_mp"),
     "distributed": ("distributed",),
 }
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "moe_balance")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "graph_mix", "graph_mp")
-FAMILIES = ("compress", "compress_quantize", "compress_wire", "aggregate_coord", "aggregate_gram", "aggregate_side")
 
 
 def cases(family: str, device: str, quick: bool, sizes=None) -> list:

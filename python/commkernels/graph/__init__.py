@@ -1,13 +1,13 @@
 """Communication graphs: gossip/consensus mixing over agent graphs, and message-passing primitives.
 
-Semantics are those of ``shared/specs/graph.md``; the executable specification is
+Semantics are those of ``shared/specs/graph.md``; the executable specifications are
 ``commkernels.reference.graph`` and ``commkernels.reference.graph_mp``. Row = receiver: y_i = sum_j W[i, j] x_j
 (``transpose=True`` where a matrix is indexed [sender, receiver], as in BlueFog).
 
 Modules: ``_graph`` (the Graph class and its cached CSR/CSC views), ``_topology`` (topologies and mixing
-weights), ``_mix`` (mix, push_sum, consensus_distance, spectral_gap); ``_scatter`` (scatter, segment, gather
-with torch_scatter's semantics, deterministic); ``_spmm`` (spmm, sddmm, edge_softmax over the cached
-CSR/CSC); ``_attention`` (graph_attention, fused).
+weights), ``_mix`` (mix, push_sum, consensus_distance, spectral_gap), ``_scatter`` (scatter, segment, gather
+with torch_scatter's semantics, deterministic), ``_spmm`` (spmm, sddmm, edge_softmax over the cached CSR/CSC),
+``_attention`` (graph_attention, fused).
 """
 
 from ._attention import graph_attention

@@ -4,18 +4,6 @@ Each reference is written from the definition (the paper, the anchor library, ``
 and obviously right, never a copy of a kernel's algorithm. Tests compare the kernels with these.
 """
 
-from . import compress, moe
+from . import compress, graph, graph_mp, moe, moe_balance
 
-__all__ = ["compress", "moe"]
-from . import compress, moe_balance
-
-__all__ = ["compress", "moe_balance"]
-from . import compress, graph
-
-__all__ = ["compress", "graph"]
-from . import compress, graph, moe
-
-__all__ = ["compress", "graph", "moe"]
-from . import compress, graph, graph_mp
-
-__all__ = ["compress", "graph", "graph_mp"]
+__all__ = ["compress", "graph", "graph_mp", "moe", "moe_balance"]
