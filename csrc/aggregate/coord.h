@@ -107,13 +107,22 @@ struct CoordArgs {
   int64_t f = 0;  // trimmed_mean: values cut at each end; meamed/phocas: n - keep values dropped
 };
 
+// (a + b) / 2, rounded once: the sum of two values of at most 32 bits is exact in double; for float64 it
+// rounds once and the halving is exact (except for subnormals). No multiply, so no compiler can fuse it
+// into an FMA (which would make the CPU's AVX-512 path, its baseline path and CUDA differ). When the sum
+// overflows, the halves are exact and their sum is the rounded mean.
+CK_HD double midpoint(double a, double b) {
+  const double sum = a + b;
+  return sum - sum == 0 ? sum / 2 : a / 2 + b / 2;
+}
+
 // The mean of the two middle values (or the lower/upper one) of an ordered column, in acc_t<T>.
 // Two 32-bit-or-narrower values are added exactly in double, so the mean is rounded once (to acc_t).
 template <class T>
 CK_HD double median_of(order_key_t<T> lo, order_key_t<T> hi, EvenMedian even) {
   if (even == EvenMedian::lower || lo == hi) return double(key_value<T>(lo));
   if (even == EvenMedian::upper) return double(key_value<T>(hi));
-  return 0.5 * double(key_value<T>(lo)) + 0.5 * double(key_value<T>(hi));
+  return midpoint(double(key_value<T>(lo)), double(key_value<T>(hi)));
 }
 
 // v rounded once to T (v is exact in double: a median of two values). float and double round directly;
@@ -158,7 +167,7 @@ CK_HD T reduce_column(const order_key_t<T>* col, int64_t stride, int n, const Co
   double center, twice;
   if (args.rule == CoordRule::meamed) {
     const double a = double(key_value<T>(col[lo * stride])), b = double(key_value<T>(col[hi * stride]));
-    center = 0.5 * a + 0.5 * b;
+    center = midpoint(a, b);
     twice = a + b;
   } else {
     center = double(mid / A(m));

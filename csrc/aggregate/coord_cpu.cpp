@@ -119,7 +119,7 @@ __attribute__((always_inline)) inline void reduce_tile(const order_key_t<T>* __r
   if (args.rule == CoordRule::meamed) {
     for (int l = 0; l < W; ++l) {
       const double a = double(key_value<T>(tile[lo * W + l])), b = double(key_value<T>(tile[hi * W + l]));
-      center[l] = 0.5 * a + 0.5 * b;
+      center[l] = midpoint(a, b);
       twice[l] = a + b;
     }
   } else {

@@ -185,42 +185,84 @@ void gram_typed(const Rows& rows_in, GramCenter mode, const T* center, double* G
 
 constexpr int64_t kCombineBlock = 2048;
 
+// Register blocking: 8 output rows at a time, one SIMD vector of coordinates at a time, the 8 sums in
+// registers while the workers go by (one load of x_i serves the 8 rows). A zero weight never touches its
+// row (0 * NaN is NaN): the (output, worker) pairs with a non-zero weight are listed once per group. Every
+// output adds the workers in index order, one rounding per term, whatever the blocking.
 template <class T>
 CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t j0, int64_t len,
-                             T* out, int64_t d) {
+                             T* out, int64_t d, std::vector<acc_t<T>>& weights, std::vector<uint8_t>& used) {
   using A = acc_t<T>;
-  A acc[kCombineBlock];
-  for (int64_t q = 0; q < r; ++q) {
-    std::fill(acc, acc + len, A(0));
-    const double* w = W + q * m;
-    for (int64_t i = 0; i < m; ++i) {
-      if (w[i] == 0.0) continue;
-      const A wi = A(w[i]);
-      const T* x = rows.row(i) + j0;
-      for (int64_t j = 0; j < len; ++j) acc[j] += wi * to_acc(x[j]);
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  constexpr int kOut = 8;
+  for (int64_t q0 = 0; q0 < r; q0 += kOut) {
+    const int outs = int(std::min<int64_t>(kOut, r - q0));
+    for (int64_t i = 0; i < m; ++i)
+      for (int o = 0; o < kOut; ++o) {
+        const double w = o < outs ? W[(q0 + o) * m + i] : 0.0;
+        weights[size_t(i * kOut + o)] = A(w);
+        used[size_t(i * kOut + o)] = w != 0.0;
+      }
+    int64_t j = 0;
+    for (; j + L <= len; j += L) {
+      V acc[kOut];
+      for (int o = 0; o < kOut; ++o) acc[o] = V{};
+      for (int64_t i = 0; i < m; ++i) {
+        const T* x = rows.row(i) + j0 + j;
+        V v;
+        if constexpr (std::is_same_v<T, A>) {
+          std::memcpy(&v, x, sizeof(V));
+        } else {
+          A tmp[L];
+          for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
+          std::memcpy(&v, tmp, sizeof(V));
+        }
+        const A* w = weights.data() + i * kOut;
+        const uint8_t* u = used.data() + i * kOut;
+        for (int o = 0; o < kOut; ++o)
+          if (u[o]) acc[o] += w[o] * v;
+      }
+      for (int o = 0; o < outs; ++o) {
+        A lane[L];
+        std::memcpy(lane, &acc[o], sizeof(V));
+        T* dst = out + (q0 + o) * d + j0 + j;
+        for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
+      }
     }
-    T* o = out + q * d + j0;
-    for (int64_t j = 0; j < len; ++j) o[j] = from_acc<T>(acc[j]);
+    for (; j < len; ++j) {  // the tail, one coordinate at a time, same order
+      for (int o = 0; o < outs; ++o) {
+        A acc = A(0);
+        for (int64_t i = 0; i < m; ++i)
+          if (used[size_t(i * kOut + o)]) acc += weights[size_t(i * kOut + o)] * to_acc(rows.row(i)[j0 + j]);
+        out[(q0 + o) * d + j0 + j] = from_acc<T>(acc);
+      }
+    }
+  }
+}
+
+template <class T>
+CK_INLINE void combine_blocks(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0, int64_t b1,
+                              T* out, int64_t d) {
+  std::vector<acc_t<T>> weights(static_cast<size_t>(m * 8));
+  std::vector<uint8_t> used(static_cast<size_t>(m * 8));
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t j0 = b * kCombineBlock;
+    combine_block(rows, m, W, r, j0, std::min(kCombineBlock, d - j0), out, d, weights, used);
   }
 }
 
 template <class T>
 void combine_range(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0, int64_t b1, T* out,
                    int64_t d) {
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t j0 = b * kCombineBlock;
-    combine_block(rows, m, W, r, j0, std::min(kCombineBlock, d - j0), out, d);
-  }
+  combine_blocks(rows, m, W, r, b0, b1, out, d);
 }
 
 #ifdef CK_AVX512
 template <class T>
 CK_AVX512 void combine_range_avx512(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0,
                                     int64_t b1, T* out, int64_t d) {
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t j0 = b * kCombineBlock;
-    combine_block(rows, m, W, r, j0, std::min(kCombineBlock, d - j0), out, d);
-  }
+  combine_blocks(rows, m, W, r, b0, b1, out, d);
 }
 #endif
 

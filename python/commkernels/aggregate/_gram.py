@@ -195,13 +195,36 @@ def _combine_run(u: Updates, W: list, r: int):
 _combine_op = define_rule("combine", "float[] W, int r", _combine_run, lambda n, W, r: r)
 
 
+def _combine_setup(ctx, inputs, output):
+    parts, stacked, W, r = inputs
+    ctx.stacked, ctx.r = stacked, r
+    ctx.n = parts[0].shape[0] if stacked else len(parts)
+    ctx.W = list(W)
+
+
+def _combine_backward(ctx, grad):
+    """d(W X)/dX: the gradient of row i is sum_r W[r][i] grad[r] (linear, so no data is saved)."""
+    torch = _torch_ops.torch
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    Wt = torch.tensor(ctx.W, dtype=torch.float64).reshape(ctx.r, ctx.n).T.to(device=grad.device, dtype=acc)
+    g = (Wt @ grad.reshape(ctx.r, -1).to(acc)).to(grad.dtype)
+    shape = tuple(grad.shape[1:])
+    if ctx.stacked:
+        return [g.reshape((ctx.n,) + shape)], None, None, None
+    return [g[i].reshape(shape) for i in range(ctx.n)], None, None, None
+
+
+if _combine_op is not None:
+    _combine_op.register_autograd(_combine_backward, setup_context=_combine_setup)
+
+
 def combine(X, W):
     """W X: the (m, *shape) array whose row r is sum_i W[r][i] x_i, from one pass over X.
 
     W: an (m, n) (or (n,) for m = 1, still returning (1, *shape)) matrix of finite real numbers, any
     framework (read back to the host). Accumulation in float32 (float64 for float64 X), worker by worker in
     index order; a weight of exactly 0 skips its worker, so a non-finite update with zero weight never
-    reaches the result. Returns X's framework, dtype and device.
+    reaches the result. Returns X's framework, dtype and device. Differentiable for torch tensors.
     """
     u = updates(X)
     Wm = _weight_matrix(W, u.n)
