@@ -65,6 +65,16 @@ decltype(auto) dispatch_float(DType t, const char* name, F&& f) {
   }
 }
 
+// Calls f(TypeTag<I>{}) with I the storage type of an int32 or int64 (index) array.
+template <class F>
+decltype(auto) dispatch_index(DType t, const char* name, F&& f) {
+  switch (t) {
+    case DType::int32: return f(TypeTag<int32_t>{});
+    case DType::int64: return f(TypeTag<int64_t>{});
+    default: throw TypeError(std::string(name) + ": expected an int32 or int64 array, got " + dtype_name(t));
+  }
+}
+
 // Indices may be at most this large: index outputs are int32.
 constexpr int64_t kMaxInt32Size = (int64_t(1) << 31) - 1;
 

@@ -38,14 +38,4 @@ inline void check_csr_args(const Array& keys, const Array& values, int64_t num_n
   check(indptr.size == num_nodes + 1, "indptr: expected num_nodes + 1 entries");
 }
 
-// Calls f(TypeTag<I>{}) with I the index type of an int32 or int64 array.
-template <class F>
-decltype(auto) dispatch_index(DType t, const char* name, F&& f) {
-  switch (t) {
-    case DType::int32: return f(TypeTag<int32_t>{});
-    case DType::int64: return f(TypeTag<int64_t>{});
-    default: throw TypeError(std::string(name) + ": expected int32 or int64 indices, got " + dtype_name(t));
-  }
-}
-
 }  // namespace ck::graph

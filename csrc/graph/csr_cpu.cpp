@@ -74,7 +74,7 @@ void csr_build(const Array& keys, const Array& values, int64_t num_nodes, const 
                const Array& sorted_values, const Array& eid, const std::string& keys_name,
                const std::string& values_name, Stream) {
   graph::check_csr_args(keys, values, num_nodes, indptr, sorted_values, eid);
-  graph::dispatch_index(keys.dtype, keys_name.c_str(), [&](auto tag) {
+  dispatch_index(keys.dtype, keys_name.c_str(), [&](auto tag) {
     using I = typename decltype(tag)::type;
     build<I>(static_cast<const I*>(keys.data), static_cast<const I*>(values.data), keys.size, num_nodes,
              static_cast<int64_t*>(indptr.data), static_cast<I*>(sorted_values.data),

@@ -257,7 +257,7 @@ void mix_csr(const Array& x, const Array& indptr, const Array& indices, const Ar
   const int64_t* ptr = static_cast<const int64_t*>(indptr.data);
   check(ptr[0] == 0 && ptr[n] == indices.size, "indptr: expected offsets from 0 to the number of slots");
   for (int64_t i = 0; i < n; ++i) check(ptr[i] <= ptr[i + 1], "indptr: expected non-decreasing offsets");
-  graph::dispatch_index(indices.dtype, "indices", [&](auto itag) {
+  dispatch_index(indices.dtype, "indices", [&](auto itag) {
     using I = typename decltype(itag)::type;
     const I* idx = static_cast<const I*>(indices.data);
     bool bad = false;

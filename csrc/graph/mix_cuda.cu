@@ -94,7 +94,7 @@ void mix_dense(const Array& x, const Array& w, int64_t n, int64_t d, int64_t rou
 void mix_csr(const Array& x, const Array& indptr, const Array& indices, const Array& weight, int64_t n, int64_t d,
              int64_t rounds, const Array& y, Stream stream) {
   graph::check_mix_csr(x, indptr, indices, weight, n, d, rounds, y);
-  graph::dispatch_index(indices.dtype, "indices", [&](auto itag) {
+  dispatch_index(indices.dtype, "indices", [&](auto itag) {
     using I = typename decltype(itag)::type;
     dispatch_float(x.dtype, "x", [&](auto tag) {
       using T = typename decltype(tag)::type;

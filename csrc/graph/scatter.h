@@ -27,15 +27,6 @@ template <class A> CK_HD A reduce_identity(Reduce r) { return r == Reduce::mul ?
 template <class A> CK_HD bool beats_max(A v, A cur) { return !(cur != cur) && (v > cur || v != v); }
 template <class A> CK_HD bool beats_min(A v, A cur) { return !(cur != cur) && (v < cur || v != v); }
 
-// Calls f(TypeTag<I>{}) for an int32 or int64 index array.
-template <class F>
-decltype(auto) dispatch_index(DType t, const char* name, F&& f) {
-  switch (t) {
-    case DType::int32: return f(TypeTag<int32_t>{});
-    case DType::int64: return f(TypeTag<int64_t>{});
-    default: throw TypeError(std::string(name) + ": expected an int32 or int64 array, got " + dtype_name(t));
-  }
-}
 
 inline bool has_arg(Reduce r) { return r == Reduce::max || r == Reduce::min; }
 

@@ -31,14 +31,6 @@ struct PlanParams {
   }
 };
 
-template <class F>
-decltype(auto) dispatch_index(DType t, const char* name, F&& f) {
-  switch (t) {
-    case DType::int32: return f(TypeTag<int32_t>{});
-    case DType::int64: return f(TypeTag<int64_t>{});
-    default: throw TypeError(std::string(name) + ": expected an int32 or int64 array, got " + dtype_name(t));
-  }
-}
 
 // Weights of combine / permute and the score drop policy: float32 or float64.
 template <class F>
