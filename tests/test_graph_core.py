@@ -214,12 +214,17 @@ def test_topology_bad_inputs():
 
 # ---- mix -------------------------------------------------------------------------------------------
 
+HALF_SUBNORMAL_SPACING = {"float16": 2.0**-25, "bfloat16": 2.0**-134, "float32": 2.0**-150, "float64": 1e-300}
+
+
 def _tolerance(W, X, rounds, dtype, n):
     """Forward error bound of rounds products accumulated in the accumulation type (gamma_{n+2} per
-    round, on |W|^r |X|), plus the rounding of the output and of the weights to that type."""
+    round, on |W|^r |X|), plus the rounding of the output and of the weights to that type; the output's
+    rounding is relative only down to the smallest normal number: below it (subnormal outputs, common in
+    float16) it is absolute, half the subnormal spacing."""
     acc = UNIT["float64" if dtype == "float64" else "float32"]
     scale = np.linalg.matrix_power(np.abs(W), rounds) @ np.abs(X) if rounds else np.abs(X)
-    return scale * (2 * acc * (n + 2) * max(rounds, 1) + UNIT[dtype]) + 1e-300
+    return scale * (2 * acc * (n + 2) * max(rounds, 1) + UNIT[dtype]) + HALF_SUBNORMAL_SPACING[dtype]
 
 
 @given(st.integers(0, 2**32 - 1), st.sampled_from(DTYPES), st.integers(0, 20), st.integers(0, 300),

@@ -107,15 +107,15 @@ def _validate(args) -> None:
 
 
 def run(args) -> int:
+    torchrun = all(v in os.environ for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+    if torchrun and not args.simulate:
+        args.agents = int(os.environ["WORLD_SIZE"])
+    _validate(args)  # bad arguments first: they are wrong whatever is installed
+    _configs(args)
     problem = _check_dependencies(args)
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    torchrun = all(v in os.environ for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
-    if torchrun and not args.simulate:
-        args.agents = int(os.environ["WORLD_SIZE"])
-    _validate(args)
-    _configs(args)
     if args.simulate:
         return _agent_main(args, None, args.agents, None)
     if torchrun:
