@@ -321,6 +321,7 @@ void gather(const Array& x, int64_t n, int64_t f, const Array& index, const Arra
     const IndexScan s = scan_index(idx, e, n);
     check(s.in_range, "index: expected values in [0, x.shape[0]) = [0, " + std::to_string(n) + ")");
     const size_t row_bytes = size_t(f) * (x.dtype == DType::float64 ? 8 : x.dtype == DType::float32 ? 4 : 2);
+    if (row_bytes == 0) return;  // empty rows: nothing to copy (and memcpy of null pointers is undefined)
     const char* base = static_cast<const char*>(x.data);
     char* dst = static_cast<char*>(out.data);
     parallel_for(e, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, f)), [&](int64_t begin, int64_t end) {

@@ -133,6 +133,7 @@ constexpr int64_t kStreamBytes = int64_t(8) << 20;
 
 // dst[0, n) <- src[0, n), streaming the 16-byte-aligned body of dst (SSE2: every x86-64).
 CK_ALWAYS_INLINE void copy_bytes(void* dst_, const void* src_, size_t n, bool stream) {
+  if (n == 0) return;  // an empty array's pointer may be null, and memcpy(null, ., 0) is undefined
 #if defined(__SSE2__)
   if (stream) {
     char* dst = static_cast<char*>(dst_);
@@ -153,6 +154,7 @@ CK_ALWAYS_INLINE void copy_bytes(void* dst_, const void* src_, size_t n, bool st
 }
 
 CK_ALWAYS_INLINE void zero_bytes(void* dst_, size_t n, bool stream) {
+  if (n == 0) return;  // as copy_bytes: memset(null, 0, 0) is undefined
 #if defined(__SSE2__)
   if (stream) {
     char* dst = static_cast<char*>(dst_);
