@@ -95,10 +95,11 @@ def test_gram_matches_reference(case, center):
     assert np.allclose(norms, nr, rtol=0, atol=float(np.sqrt(np.max(np.diag(tol))) + 1e-300) * 2 + 1e-12)
 
 
-def test_gram_many_chunks_and_threads():
+@pytest.mark.parametrize("n", [7, 40])  # 40 rows: blocks of 512 coordinates, lanes flushed every 8 blocks
+def test_gram_many_chunks_and_threads(n):
     """Chunk boundaries (d past 32768 * 2) and thread counts never change a bit."""
     rng = np.random.default_rng(7)
-    X = (rng.standard_normal((7, 150_001)) + 5).astype(np.float32)
+    X = (rng.standard_normal((n, 150_001)) + 5).astype(np.float32)
     before = commkernels.get_num_threads()
     try:
         commkernels.set_num_threads(1)
@@ -136,6 +137,27 @@ def test_combine_zero_weight_skips_non_finite():
     X[1] = np.nan
     out = A.combine(X, [[0.5, 0.0, 0.5]])
     assert np.all(out == 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_combine_zero_weights_same_bits_with_and_without_a_non_finite_block(dtype):
+    """Where every row of a block is finite, zero weights are multiplied in instead of skipped; where one is
+    not, they are skipped. Both must give the same bits: a NaN in row 3 (weight 0 for output 0) changes
+    nothing in output 0 and only its own coordinate in output 1."""
+    rng = np.random.default_rng(5)
+    n, d = 10, 3 * 2048 + 37  # several coordinate blocks and a tail
+    X = make(rng.standard_normal((n, d)), dtype, "torch")
+    W = rng.standard_normal((9, n)) * (rng.random((9, n)) < 0.6)
+    W[0, 3], W[1, 3] = 0.0, 0.5
+    clean = to_f64(A.combine(X, W))
+    for j in (2100, d - 5):  # inside a block of whole lane vectors, and in the tail
+        poisoned = X.clone()
+        poisoned[3, j] = float("nan")
+        out = to_f64(A.combine(poisoned, W))
+        others = np.ones(d, bool)
+        others[j] = False
+        assert out[0].tobytes() == clean[0].tobytes()
+        assert np.isnan(out[1, j]) and out[1, others].tobytes() == clean[1, others].tobytes()
 
 
 # ---- the rules against their references (float64: selections agree exactly on continuous data) ----------

@@ -1,8 +1,10 @@
 // gram and combine on the CPU (gram.h). Cache blocking: a block of B coordinates of all m rows is
 // converted (to acc_t, centered) into a per-thread scratch of m_pad x B that stays in L2, then every
 // 4 x 4 tile of row pairs accumulates its 16 dot products in SIMD registers (GCC vector extensions: one
-// 512-bit register a lane vector under the AVX-512 dispatch, emulated on SSE2 otherwise). At the end of
-// the block the lanes are summed in a fixed order into the chunk's float64 partials.
+// 512-bit register a lane vector under the AVX-512 dispatch, emulated on SSE2 otherwise). A tile's 16
+// lane vectors are added into per-thread lane partials (still one lane a coordinate class, so no
+// horizontal work in the hot loop); every kFlushTerms coordinates per lane, and at the end of a chunk, the
+// lanes are summed in a fixed order into the chunk's float64 partials.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -28,13 +30,17 @@ template <> struct Lanes<double> {
 };
 
 constexpr int kTile = 4;
+// Terms a lane accumulates in acc_t before its sum goes to float64 (the bound the tests derive from).
+constexpr int64_t kFlushTerms = 256;
 
-// Coordinates per block: the m_pad x B scratch is about 128 KiB (L2), B a multiple of 64 in [256, 4096].
+// Coordinates per block: the m_pad x B scratch is about 128 KiB (L2), B a power of two in [256, 2048 or
+// 4096], so that the flush interval (kFlushTerms lane vectors) is a whole number of blocks.
 template <class A>
 int64_t block_size(int64_t m_pad) {
-  int64_t b = (int64_t(128) << 10) / int64_t(sizeof(A)) / m_pad;
-  b = b / 64 * 64;
-  return std::clamp<int64_t>(b, 256, 4096);
+  const int64_t b = (int64_t(128) << 10) / int64_t(sizeof(A)) / m_pad;
+  int64_t p = 256;
+  while (p * 2 <= b && p * 2 <= kFlushTerms * Lanes<A>::L) p *= 2;
+  return p;
 }
 
 // scratch[i][0, len) <- x_i[j0, j0 + len) - c (acc_t); rows >= m and columns >= len are zero (up to B).
@@ -76,14 +82,15 @@ CK_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, Gram
   }
 }
 
-// partial[i][k] += the block's dot products of rows i and k (rows of stride B, the first `len` columns, a
-// multiple of the lane count), for every tile (ib <= kb) of 4 x 4 rows.
+// lanes[t][a][b] += the block's lane-wise products of rows ib + a and kb + b (rows of stride B, the first
+// `len` columns, a multiple of the lane count), for every tile t = (ib <= kb) of 4 x 4 rows.
 template <class A>
-CK_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t len, double* partial) {
+CK_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t len,
+                           typename Lanes<A>::vec* lanes) {
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
   for (int64_t ib = 0; ib < m_pad; ib += kTile) {
-    for (int64_t kb = ib; kb < m_pad; kb += kTile) {
+    for (int64_t kb = ib; kb < m_pad; kb += kTile, lanes += kTile * kTile) {
       V acc[kTile][kTile];
       for (int a = 0; a < kTile; ++a)
         for (int b = 0; b < kTile; ++b) acc[a][b] = V{};
@@ -97,34 +104,58 @@ CK_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t l
           for (int b = 0; b < kTile; ++b) acc[a][b] += u[a] * v[b];
       }
       for (int a = 0; a < kTile; ++a)
+        for (int b = 0; b < kTile; ++b) lanes[a * kTile + b] += acc[a][b];
+    }
+  }
+}
+
+// partial[i][k] += the pairwise sum (a fixed order) of the lanes of every tile entry; the lanes restart.
+template <class A>
+CK_INLINE void flush_lanes(typename Lanes<A>::vec* lanes, int64_t m_pad, double* partial) {
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  for (int64_t ib = 0; ib < m_pad; ib += kTile)
+    for (int64_t kb = ib; kb < m_pad; kb += kTile, lanes += kTile * kTile)
+      for (int a = 0; a < kTile; ++a)
         for (int b = 0; b < kTile; ++b) {
           A lane[L];
-          std::memcpy(lane, &acc[a][b], sizeof(V));
-          // pairwise lane sum in a fixed order
+          std::memcpy(lane, &lanes[a * kTile + b], sizeof(V));
           for (int w = L / 2; w >= 1; w /= 2)
             for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
           partial[(ib + a) * m_pad + kb + b] += double(lane[0]);
+          lanes[a * kTile + b] = V{};
         }
-    }
-  }
 }
 
 template <class T>
 CK_INLINE void gram_chunk(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
                           int64_t j0, int64_t j1, int64_t B, double* partial) {
   using A = acc_t<T>;
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  const int64_t tiles = (m_pad / kTile) * (m_pad / kTile + 1) / 2;
   thread_local std::vector<A> buffer;
-  const size_t need = size_t(m_pad * B + 2 * B + 64);
+  const size_t lane_elems = size_t(tiles * kTile * kTile * L);
+  const size_t need = size_t(m_pad * B + 2 * B) + lane_elems + 64;
   if (buffer.size() < need) buffer.resize(need);
   A* scratch = reinterpret_cast<A*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63));
-  A* csum = scratch + m_pad * B;
+  V* lanes = reinterpret_cast<V*>(scratch + m_pad * B);  // m_pad * B is a multiple of 64 bytes
+  A* csum = scratch + m_pad * B + lane_elems;
   A* ccount = csum + B;
+  std::fill(lanes, lanes + tiles * kTile * kTile, V{});
+  const int64_t flush_every = kFlushTerms * L / B;  // blocks; B divides kFlushTerms * L
+  int64_t pending = 0;
   for (int64_t j = j0; j < j1; j += B) {
     const int64_t len = std::min(B, j1 - j);
     fill_block(rows, m, m_pad, mode, center, j, len, B, scratch, csum, ccount);
     // a short last block: only the columns that hold data (rounded up to whole lane vectors, zero-padded)
-    block_tiles<A>(scratch, m_pad, B, std::min(B, (len + 63) / 64 * 64), partial);
+    block_tiles<A>(scratch, m_pad, B, std::min(B, (len + 63) / 64 * 64), lanes);
+    if (++pending == flush_every) {
+      flush_lanes<A>(lanes, m_pad, partial);
+      pending = 0;
+    }
   }
+  if (pending) flush_lanes<A>(lanes, m_pad, partial);
 }
 
 template <class T>
@@ -186,69 +217,227 @@ void gram_typed(const Rows& rows_in, GramCenter mode, const T* center, double* G
 constexpr int64_t kCombineBlock = 2048;
 
 // Register blocking: 8 output rows at a time, one SIMD vector of coordinates at a time, the 8 sums in
-// registers while the workers go by (one load of x_i serves the 8 rows). A zero weight never touches its
-// row (0 * NaN is NaN): the (output, worker) pairs with a non-zero weight are listed once per group. Every
-// output adds the workers in index order, one rounding per term, whatever the blocking.
+// registers while the workers go by (one load of x_i serves the 8 rows). A zero weight never touches a
+// non-finite value (0 * NaN is NaN), and a worker with no non-zero weight in the group is never read
+// (Krum's one-hot combine reads one row, not all of them). Every output adds the workers in index order,
+// one rounding per term, whatever the blocking.
+// Where a worker's block is all finite its zero weights are multiplied in rather than branched around
+// (NNM's 0/1 weights): that gives the same bits, because a sum that starts at +0 is never -0, and adding
+// w * x = +-0 to it changes nothing.
+constexpr int kOut = 8;
+
+// finite[i] <- 1 if row i's block [j0, j0 + len) is all finite, else 2, for the listed rows not yet known
+// (finite[i] == 0). v - v is +0 for a finite v and NaN otherwise, and a sum of +0 stays +0 (lane vectors,
+// so it vectorises without reassociating anything). Eight rows are read side by side: eight sequential
+// streams keep more cache misses in flight than one (this pass is what brings the block in from memory).
 template <class T>
-CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t j0, int64_t len,
-                             T* out, int64_t d, std::vector<acc_t<T>>& weights, std::vector<uint8_t>& used) {
+CK_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& active, int64_t j0, int64_t len,
+                           uint8_t* finite) {
   using A = acc_t<T>;
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
-  constexpr int kOut = 8;
-  for (int64_t q0 = 0; q0 < r; q0 += kOut) {
-    const int outs = int(std::min<int64_t>(kOut, r - q0));
-    for (int64_t i = 0; i < m; ++i)
-      for (int o = 0; o < kOut; ++o) {
-        const double w = o < outs ? W[(q0 + o) * m + i] : 0.0;
-        weights[size_t(i * kOut + o)] = A(w);
-        used[size_t(i * kOut + o)] = w != 0.0;
-      }
-    int64_t j = 0;
-    for (; j + L <= len; j += L) {
-      V acc[kOut];
-      for (int o = 0; o < kOut; ++o) acc[o] = V{};
-      for (int64_t i = 0; i < m; ++i) {
-        const T* x = rows.row(i) + j0 + j;
+  constexpr int kStreams = 8;
+  int64_t todo[kStreams];
+  size_t next = 0;
+  for (;;) {
+    int count = 0;
+    while (count < kStreams && next < active.size()) {
+      const int64_t i = active[next++];
+      if (finite[i] == 0) todo[count++] = i;
+    }
+    if (count == 0) return;
+    V bad[kStreams] = {};
+    const int64_t vec_len = len / L * L;
+    for (int64_t l = 0; l < vec_len; l += L)
+      for (int r = 0; r < count; ++r) {
+        const T* x = rows.row(todo[r]) + j0 + l;
         V v;
         if constexpr (std::is_same_v<T, A>) {
           std::memcpy(&v, x, sizeof(V));
         } else {
           A tmp[L];
-          for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
+          for (int k = 0; k < L; ++k) tmp[k] = to_acc(x[k]);
           std::memcpy(&v, tmp, sizeof(V));
         }
-        const A* w = weights.data() + i * kOut;
-        const uint8_t* u = used.data() + i * kOut;
-        for (int o = 0; o < kOut; ++o)
-          if (u[o]) acc[o] += w[o] * v;
+        bad[r] += v - v;
       }
-      for (int o = 0; o < outs; ++o) {
-        A lane[L];
-        std::memcpy(lane, &acc[o], sizeof(V));
-        T* dst = out + (q0 + o) * d + j0 + j;
-        for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
+    for (int r = 0; r < count; ++r) {
+      A lanes[L];
+      std::memcpy(lanes, &bad[r], sizeof(V));
+      A sum = A(0);
+      for (int k = 0; k < L; ++k) sum += lanes[k];
+      const T* x = rows.row(todo[r]) + j0;
+      for (int64_t l = vec_len; l < len; ++l) sum += to_acc(x[l]) - to_acc(x[l]);
+      finite[todo[r]] = sum == A(0) ? 1 : 2;
+    }
+  }
+}
+
+// One output vector: the lane sums to X's dtype.
+template <class T, class V>
+CK_INLINE void store_lanes(const V& acc, T* dst) {
+  using A = acc_t<T>;
+  constexpr int L = Lanes<A>::L;
+  A lane[L];
+  std::memcpy(lane, &acc, sizeof(V));
+  for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
+}
+
+template <class T>
+CK_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
+  using A = acc_t<T>;
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  V v;
+  if constexpr (std::is_same_v<T, A>) {
+    std::memcpy(&v, x, sizeof(V));
+  } else {
+    A tmp[L];
+    for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
+    std::memcpy(&v, tmp, sizeof(V));
+  }
+  return v;
+}
+
+// The K (<= kOut) outputs of one group over the lane vectors [j0, j0 + vec_len): out[o][j] for o < K, two
+// lane vectors (2K sums in registers) a step while there are two, so each weight serves two FMAs.
+// Masked: some worker's block holds a non-finite value, so zero weights are skipped (branches); otherwise
+// they are multiplied in (see above), which keeps the loop free of branches.
+template <int K, bool Masked, class T>
+CK_INLINE void combine_vectors(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
+                               const uint8_t* used, int64_t j0, int64_t vec_len, T* out, int64_t d) {
+  using A = acc_t<T>;
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  int64_t j = j0;
+  for (; j + 2 * L <= j0 + vec_len; j += 2 * L) {
+    V lo[K], hi[K];
+    for (int o = 0; o < K; ++o) lo[o] = hi[o] = V{};
+    for (const int64_t i : active) {
+      const T* x = rows.row(i) + j;
+      const V a = load_lanes(x), b = load_lanes(x + L);
+      const A* w = weights + i * kOut;
+      const uint8_t* u = used + i * kOut;
+      for (int o = 0; o < K; ++o)
+        if (!Masked || u[o]) {
+          lo[o] += w[o] * a;
+          hi[o] += w[o] * b;
+        }
+    }
+    for (int o = 0; o < K; ++o) {
+      store_lanes(lo[o], out + o * d + j);
+      store_lanes(hi[o], out + o * d + j + L);
+    }
+  }
+  if (j < j0 + vec_len) {
+    V acc[K];
+    for (int o = 0; o < K; ++o) acc[o] = V{};
+    for (const int64_t i : active) {
+      const V a = load_lanes(rows.row(i) + j);
+      const A* w = weights + i * kOut;
+      const uint8_t* u = used + i * kOut;
+      for (int o = 0; o < K; ++o)
+        if (!Masked || u[o]) acc[o] += w[o] * a;
+    }
+    for (int o = 0; o < K; ++o) store_lanes(acc[o], out + o * d + j);
+  }
+}
+
+// The (output group, worker) pairs of W, prepared once per call: groups of kOut outputs; per group the
+// workers with a non-zero weight in it (`active`), their weights (acc_t) and which are non-zero.
+template <class A>
+struct CombinePlan {
+  int64_t groups = 0;
+  std::vector<A> weights;        // [group][worker][kOut]
+  std::vector<uint8_t> used;     // [group][worker][kOut]
+  std::vector<std::vector<int64_t>> active;
+  std::vector<int64_t> any;      // workers active in some group: the rows a block reads
+
+  CombinePlan(const double* W, int64_t m, int64_t r)
+      : groups((r + kOut - 1) / kOut), weights(size_t(groups * m * kOut)), used(weights.size()),
+        active(size_t(groups)) {
+    std::vector<uint8_t> read(size_t(m), 0);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t i = 0; i < m; ++i) {
+        bool nonzero = false;
+        for (int o = 0; o < kOut; ++o) {
+          const int64_t q = g * kOut + o;
+          const double w = q < r ? W[q * m + i] : 0.0;
+          weights[size_t((g * m + i) * kOut + o)] = A(w);
+          used[size_t((g * m + i) * kOut + o)] = w != 0.0;
+          nonzero = nonzero || w != 0.0;
+        }
+        if (nonzero) active[size_t(g)].push_back(i);
+        read[size_t(i)] |= uint8_t(nonzero);
+      }
+    for (int64_t i = 0; i < m; ++i)
+      if (read[size_t(i)]) any.push_back(i);
+  }
+};
+
+// One block of coordinates [j0, j0 + len), all outputs. The whole lane vectors go by in chunks small
+// enough for L1 (every group of outputs re-reads the chunk); the tail, one coordinate at a time.
+template <class T>
+CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, int64_t r, const CombinePlan<acc_t<T>>& plan,
+                             int64_t j0, int64_t len, T* out, int64_t d, std::vector<uint8_t>& finite) {
+  using A = acc_t<T>;
+  constexpr int L = Lanes<A>::L;
+  std::fill(finite.begin(), finite.end(), uint8_t(0));
+  find_finite(rows, plan.any, j0, len, finite.data());
+  bool all_finite = true;
+  for (const int64_t i : plan.any) all_finite = all_finite && finite[size_t(i)] == 1;
+  const int64_t vec_len = len / L * L;
+  const int64_t per_row = std::max<int64_t>(1, int64_t(plan.any.size())) * int64_t(sizeof(T));
+  const int64_t chunk = std::max<int64_t>(2 * L, (int64_t(24) << 10) / per_row / (2 * L) * (2 * L));
+  for (int64_t c0 = 0; c0 < vec_len; c0 += chunk) {
+    const int64_t c_len = std::min(chunk, vec_len - c0);
+    for (int64_t g = 0; g < plan.groups; ++g) {
+      const int outs = int(std::min<int64_t>(kOut, r - g * kOut));
+      const A* weights = plan.weights.data() + g * m * kOut;
+      const uint8_t* used = plan.used.data() + g * m * kOut;
+      const std::vector<int64_t>& active = plan.active[size_t(g)];
+      T* group_out = out + g * kOut * d;
+      const auto run = [&](auto k) {
+        constexpr int K = decltype(k)::value;
+        if (all_finite)
+          combine_vectors<K, false, T>(rows, active, weights, used, j0 + c0, c_len, group_out, d);
+        else
+          combine_vectors<K, true, T>(rows, active, weights, used, j0 + c0, c_len, group_out, d);
+      };
+      switch (outs) {
+        case 1: run(std::integral_constant<int, 1>{}); break;
+        case 2: run(std::integral_constant<int, 2>{}); break;
+        case 3: run(std::integral_constant<int, 3>{}); break;
+        case 4: run(std::integral_constant<int, 4>{}); break;
+        case 5: run(std::integral_constant<int, 5>{}); break;
+        case 6: run(std::integral_constant<int, 6>{}); break;
+        case 7: run(std::integral_constant<int, 7>{}); break;
+        default: run(std::integral_constant<int, kOut>{}); break;
       }
     }
-    for (; j < len; ++j) {  // the tail, one coordinate at a time, same order
+  }
+  for (int64_t g = 0; g < plan.groups; ++g) {
+    const int outs = int(std::min<int64_t>(kOut, r - g * kOut));
+    const A* weights = plan.weights.data() + g * m * kOut;
+    const uint8_t* used = plan.used.data() + g * m * kOut;
+    for (int64_t j = vec_len; j < len; ++j)
       for (int o = 0; o < outs; ++o) {
         A acc = A(0);
-        for (int64_t i = 0; i < m; ++i)
-          if (used[size_t(i * kOut + o)]) acc += weights[size_t(i * kOut + o)] * to_acc(rows.row(i)[j0 + j]);
-        out[(q0 + o) * d + j0 + j] = from_acc<T>(acc);
+        for (const int64_t i : plan.active[size_t(g)])
+          if (used[i * kOut + o]) acc += weights[i * kOut + o] * to_acc(rows.row(i)[j0 + j]);
+        out[(g * kOut + o) * d + j0 + j] = from_acc<T>(acc);
       }
-    }
   }
 }
 
 template <class T>
 CK_INLINE void combine_blocks(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0, int64_t b1,
                               T* out, int64_t d) {
-  std::vector<acc_t<T>> weights(static_cast<size_t>(m * 8));
-  std::vector<uint8_t> used(static_cast<size_t>(m * 8));
+  const CombinePlan<acc_t<T>> plan(W, m, r);
+  std::vector<uint8_t> finite(static_cast<size_t>(m));
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t j0 = b * kCombineBlock;
-    combine_block(rows, m, W, r, j0, std::min(kCombineBlock, d - j0), out, d, weights, used);
+    combine_block(rows, m, r, plan, j0, std::min(kCombineBlock, d - j0), out, d, finite);
   }
 }
 
