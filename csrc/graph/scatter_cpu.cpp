@@ -163,6 +163,91 @@ thread_local std::vector<int64_t> count_scratch;
 
 thread_local std::vector<int32_t> best_scratch;
 
+// Owner t's share of source rows [j0, j1): its rows [lo, hi) of acc (and best, count) updated in increasing j.
+// W > 0: F is W at compile time.
+template <Reduce R, int W, class T, class I>
+CK_ALWAYS_INLINE void owner_step(const T* src, int64_t f_runtime, const I* index, int64_t lo, int64_t hi, int64_t j0,
+                                 int64_t j1, int32_t none, acc_t<T>* acc, int32_t* best, int64_t* count) {
+  using A = acc_t<T>;
+  constexpr int64_t kBlock = 4096;
+  const int64_t f = W > 0 ? int64_t(W) : f_runtime;
+  const uint64_t span = uint64_t(hi - lo);
+  int32_t js[kBlock];
+  for (int64_t b0 = j0; b0 < j1; b0 += kBlock) {
+    const int64_t b1 = std::min(j1, b0 + kBlock);
+    int64_t n = 0;
+    for (int64_t j = b0; j < b1; ++j) {
+      js[n] = int32_t(j);
+      n += uint64_t(int64_t(index[j]) - lo) < span;
+    }
+    for (int64_t m = 0; m < n; ++m) {
+      if (m + cpu_detail::kAhead < n) {
+        const int64_t ja = js[m + cpu_detail::kAhead];
+        cpu_detail::prefetch_row(src + ja * f, f * int64_t(sizeof(T)));
+        cpu_detail::prefetch_row(acc + int64_t(index[ja]) * f, f * int64_t(sizeof(A)));
+      }
+      const int64_t j = js[m], i = int64_t(index[j]);
+      const T* s = src + j * f;
+      A* a = acc + i * f;
+      if constexpr (R == Reduce::sum || R == Reduce::mean) {
+        for (int64_t c = 0; c < f; ++c) a[c] += to_acc(s[c]);
+        if constexpr (R == Reduce::mean) ++count[i];
+      } else if constexpr (R == Reduce::mul) {
+        for (int64_t c = 0; c < f; ++c) a[c] *= to_acc(s[c]);
+      } else {  // the first element of a row is taken (best == E); then larger (smaller), or the first NaN
+        int32_t* b = best + i * f;
+        const int32_t id = int32_t(j);
+        for (int64_t c = 0; c < f; ++c) {
+          const A v = to_acc(s[c]), cur = a[c];
+          const bool take = (b[c] == none) | (R == Reduce::max ? v > cur : v < cur) | ((v != v) & (cur == cur));
+          a[c] = take ? v : cur;
+          b[c] = take ? id : b[c];
+        }
+      }
+    }
+  }
+}
+
+template <Reduce R, int W, class T, class I>
+void owner_step_base(const T* src, int64_t f, const I* index, int64_t lo, int64_t hi, int64_t j0, int64_t j1,
+                     int32_t none, acc_t<T>* acc, int32_t* best, int64_t* count) {
+  owner_step<R, W>(src, f, index, lo, hi, j0, j1, none, acc, best, count);
+}
+
+#ifdef CK_AVX512
+template <Reduce R, int W, class T, class I>
+CK_AVX512 CK_NO_CONTRACT void owner_step_avx512(const T* src, int64_t f, const I* index, int64_t lo, int64_t hi,
+                                                int64_t j0, int64_t j1, int32_t none, acc_t<T>* acc, int32_t* best,
+                                                int64_t* count) {
+  owner_step<R, W>(src, f, index, lo, hi, j0, j1, none, acc, best, count);
+}
+#endif
+
+template <class T, class I>
+using StepFn = void (*)(const T*, int64_t, const I*, int64_t, int64_t, int64_t, int64_t, int32_t, acc_t<T>*, int32_t*,
+                        int64_t*);
+
+template <Reduce R, int W, class T, class I>
+StepFn<T, I> step_fn_for() {
+#ifdef CK_AVX512
+  if (has_avx512()) return &owner_step_avx512<R, W, T, I>;
+#endif
+  return &owner_step_base<R, W, T, I>;
+}
+
+template <Reduce R, class T, class I>
+StepFn<T, I> step_fn(int64_t f) {
+  if constexpr (R == Reduce::sum || R == Reduce::mean) {
+    switch (f) {
+      case 16: return step_fn_for<R, 16, T, I>();
+      case 32: return step_fn_for<R, 32, T, I>();
+      case 64: return step_fn_for<R, 64, T, I>();
+      default: break;
+    }
+  }
+  return step_fn_for<R, 0, T, I>();
+}
+
 template <Reduce R, class T, class I, class ArgT>
 void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t rows, T* out, ArgT* arg) {
   using A = acc_t<T>;
@@ -174,51 +259,19 @@ void scatter_owner(const T* src, int64_t e, int64_t f, const I* index, int64_t r
   int32_t* best = extreme ? cpu_detail::scratch(best_scratch, size_t(rows * f)) : nullptr;
   const int owners = int(std::max<int64_t>(1, std::min<int64_t>(max_threads(), rows)));
   const std::vector<int64_t> bounds = cpu_detail::owner_bounds(index, e, rows, owners);
-  constexpr int64_t kBlock = 4096;
+  const StepFn<T, I> step = step_fn<R, T, I>(f);
+  // (The owners do not walk src in lockstep: a barrier every few thousand rows costs more than it saves
+  // as soon as the machine is shared, when one owner is descheduled and the others wait.)
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static, 1) if (owners > 1)
 #endif
   for (int t = 0; t < owners; ++t) {
     const int64_t lo = bounds[size_t(t)], hi = bounds[size_t(t) + 1];
     if (lo == hi) continue;
-    const uint64_t span = uint64_t(hi - lo);
     for (int64_t x = lo * f; x < hi * f; ++x) acc[x] = reduce_identity<A>(R);
     if constexpr (extreme) std::fill(best + lo * f, best + hi * f, int32_t(e));
     if constexpr (R == Reduce::mean) std::fill(count + lo, count + hi, int64_t(0));
-    int32_t js[kBlock];
-    for (int64_t j0 = 0; j0 < e; j0 += kBlock) {
-      const int64_t j1 = std::min(e, j0 + kBlock);
-      int64_t n = 0;
-      for (int64_t j = j0; j < j1; ++j) {
-        js[n] = int32_t(j);
-        n += uint64_t(int64_t(index[j]) - lo) < span;
-      }
-      for (int64_t m = 0; m < n; ++m) {
-        if (m + cpu_detail::kAhead < n) {
-          const int64_t ja = js[m + cpu_detail::kAhead];
-          cpu_detail::prefetch_row(src + ja * f, f * int64_t(sizeof(T)));
-          cpu_detail::prefetch_row(acc + int64_t(index[ja]) * f, f * int64_t(sizeof(A)));
-        }
-        const int64_t j = js[m], i = int64_t(index[j]);
-        const T* s = src + j * f;
-        A* a = acc + i * f;
-        if constexpr (R == Reduce::sum || R == Reduce::mean) {
-          for (int64_t c = 0; c < f; ++c) a[c] += to_acc(s[c]);
-          if constexpr (R == Reduce::mean) ++count[i];
-        } else if constexpr (R == Reduce::mul) {
-          for (int64_t c = 0; c < f; ++c) a[c] *= to_acc(s[c]);
-        } else {  // the first element of a row is taken (best == E); then larger (smaller), or the first NaN
-          int32_t* b = best + i * f;
-          const int32_t id = int32_t(j), none = int32_t(e);
-          for (int64_t c = 0; c < f; ++c) {
-            const A v = to_acc(s[c]), cur = a[c];
-            const bool take = (b[c] == none) | (R == Reduce::max ? v > cur : v < cur) | ((v != v) & (cur == cur));
-            a[c] = take ? v : cur;
-            b[c] = take ? id : b[c];
-          }
-        }
-      }
-    }
+    step(src, f, index, lo, hi, 0, e, int32_t(e), acc, best, count);
     if constexpr (R == Reduce::mean) {
       for (int64_t i = lo; i < hi; ++i) {
         const A inv = count[i] ? A(1) / A(count[i]) : A(0);
