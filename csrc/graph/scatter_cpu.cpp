@@ -1,12 +1,20 @@
-// scatter / segment / gather on the CPU. scatter is a counting sort of the index followed by a segment
-// reduction: no atomics, each destination row is reduced by one thread in source order.
+// scatter / segment / gather on the CPU: no atomics, each destination row is reduced by one thread in
+// increasing source row, so every route below gives the same bits whatever the thread count.
 //
 // A parallel pass checks the index range and whether it is already sorted (then the segments are read off
-// the index and no permutation is built). An unsorted index is reduced by the owners of the destination
-// rows directly (see scatter_owner). The counting sort (each thread owns a range of destination rows and
-// scans the whole index twice, once counting its rows and once placing their source rows: a stable sort
-// without atomics) remains as the alternative path COMMKERNELS_SCATTER_SORT=1 selects; it gives the same
-// bits.
+// the index and no permutation is built). An unsorted index takes one of two routes:
+//  - blocked (scatter_blocked): a stable counting sort of the source rows by block of destination rows, then
+//    each block reduced into L2-resident accumulators and written once. Chosen where the output spans at
+//    least two blocks per thread and either the reduction is max / min (the owners would read and write
+//    both out and the arg ids at random) or src rows are at least 512 bytes (gathered in random order at
+//    near-streaming speed).
+//  - owner computes (scatter_owner): each thread owns a range of destination rows, streams the whole index
+//    and adds its source rows into its rows of out; cheaper for short rows, which streaming reads in full.
+// The older counting sort into a full permutation (each thread owns a range of destination rows and scans
+// the whole index twice) remains as the route COMMKERNELS_SCATTER_PATH=sort (or COMMKERNELS_SCATTER_SORT=1)
+// selects; COMMKERNELS_SCATTER_PATH=owner / blocked force the others. The tests check that all agree bitwise.
+// The hot loops have AVX-512 versions (runtime dispatch, no FMA contraction: the same bits as the baseline
+// build) with fixed-length loops at the common widths.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -21,7 +29,7 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-using cpu_detail::for_rows;
+using cpu_detail::for_row_blocks;
 using cpu_detail::reduce_row;
 
 struct IndexScan {
@@ -114,6 +122,69 @@ void counting_sort(const I* index, int64_t e, int64_t rows, int64_t* pos, int32_
   }
 }
 
+// Rows [r0, r1) of a segment reduction: src rows perm[k] (Perm) or k of the slots indptr[i] : indptr[i + 1];
+// arg ids are source rows. W > 0: F is W at compile time.
+template <Reduce R, int W, bool Perm, class T, class Ptr, class ArgT>
+CK_ALWAYS_INLINE void segment_range(const T* src, int64_t e, int64_t f_runtime, const Ptr* indptr, int64_t last,
+                                    const int32_t* perm, T* out, ArgT* arg, int64_t r0, int64_t r1) {
+  const int64_t f = W > 0 ? int64_t(W) : f_runtime;
+  auto zero = [](int64_t) { return 1.0f; };
+  auto row = [&](int64_t k) { return src + (Perm ? int64_t(perm[k]) : k) * f; };
+  auto id = [&](int64_t k) { return Perm ? int64_t(perm[k]) : k; };
+  for (int64_t i = r0; i < r1; ++i)
+    reduce_row<R, false, W>(int64_t(indptr[i]), int64_t(indptr[i + 1]), last, f, row, zero, id, ArgT(e), out + i * f,
+                            arg ? arg + i * f : nullptr);
+}
+
+template <Reduce R, int W, bool Perm, class T, class Ptr, class ArgT>
+void segment_range_base(const T* src, int64_t e, int64_t f, const Ptr* indptr, int64_t last, const int32_t* perm,
+                        T* out, ArgT* arg, int64_t r0, int64_t r1) {
+  segment_range<R, W, Perm>(src, e, f, indptr, last, perm, out, arg, r0, r1);
+}
+
+#ifdef CK_AVX512
+template <Reduce R, int W, bool Perm, class T, class Ptr, class ArgT>
+CK_AVX512 CK_NO_CONTRACT void segment_range_avx512(const T* src, int64_t e, int64_t f, const Ptr* indptr, int64_t last,
+                                                   const int32_t* perm, T* out, ArgT* arg, int64_t r0, int64_t r1) {
+  segment_range<R, W, Perm>(src, e, f, indptr, last, perm, out, arg, r0, r1);
+}
+#endif
+
+template <class T, class Ptr, class ArgT>
+using SegmentFn = void (*)(const T*, int64_t, int64_t, const Ptr*, int64_t, const int32_t*, T*, ArgT*, int64_t, int64_t);
+
+template <Reduce R, int W, bool Perm, class T, class Ptr, class ArgT>
+SegmentFn<T, Ptr, ArgT> segment_fn_for() {
+#ifdef CK_AVX512
+  if (has_avx512()) return &segment_range_avx512<R, W, Perm, T, Ptr, ArgT>;
+#endif
+  return &segment_range_base<R, W, Perm, T, Ptr, ArgT>;
+}
+
+// Fixed widths for float32 / float64: sums and means at F = 16 ... 256, max / min at 16 and 64.
+template <Reduce R, bool Perm, class T, class Ptr, class ArgT>
+SegmentFn<T, Ptr, ArgT> segment_fn(int64_t f) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    if constexpr (R == Reduce::sum || R == Reduce::mean) {
+      switch (f) {
+        case 16: return segment_fn_for<R, 16, Perm, T, Ptr, ArgT>();
+        case 32: return segment_fn_for<R, 32, Perm, T, Ptr, ArgT>();
+        case 64: return segment_fn_for<R, 64, Perm, T, Ptr, ArgT>();
+        case 128: return segment_fn_for<R, 128, Perm, T, Ptr, ArgT>();
+        case 256: return segment_fn_for<R, 256, Perm, T, Ptr, ArgT>();
+        default: break;
+      }
+    } else if constexpr (R == Reduce::max || R == Reduce::min) {
+      switch (f) {
+        case 16: return segment_fn_for<R, 16, Perm, T, Ptr, ArgT>();
+        case 64: return segment_fn_for<R, 64, Perm, T, Ptr, ArgT>();
+        default: break;
+      }
+    }
+  }
+  return segment_fn_for<R, 0, Perm, T, Ptr, ArgT>();
+}
+
 // Reduces src (E, F) into out (rows, F) over the segments indptr, source rows perm[k] (identity when perm
 // is null); arg ids are source rows.
 template <class T, class Ptr, class ArgT>
@@ -123,22 +194,9 @@ void reduce_segments(Reduce r, const T* src, int64_t e, int64_t f, const Ptr* in
   const int64_t last = rows ? int64_t(indptr[rows]) : 0;  // prefetches stay below the last slot
   auto run = [&](auto reduce_tag) {
     constexpr Reduce R = decltype(reduce_tag)::value;
-    auto zero = [](int64_t) { return 1.0f; };
-    if (perm) {
-      auto row = [&](int64_t k) { return src + int64_t(perm[k]) * f; };
-      auto id = [&](int64_t k) { return int64_t(perm[k]); };
-      for_rows(rows, indptr, edges, [&](int64_t i) {
-        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), last, f, row, zero, id, ArgT(e),
-                             out + i * f, arg ? arg + i * f : nullptr);
-      });
-    } else {
-      auto row = [&](int64_t k) { return src + k * f; };
-      auto id = [](int64_t k) { return k; };
-      for_rows(rows, indptr, edges, [&](int64_t i) {
-        reduce_row<R, false>(int64_t(indptr[i]), int64_t(indptr[i + 1]), last, f, row, zero, id, ArgT(e),
-                             out + i * f, arg ? arg + i * f : nullptr);
-      });
-    }
+    const SegmentFn<T, Ptr, ArgT> fn = perm ? segment_fn<R, true, T, Ptr, ArgT>(f) : segment_fn<R, false, T, Ptr, ArgT>(f);
+    for_row_blocks(rows, indptr, edges,
+                   [&](int64_t r0, int64_t r1) { fn(src, e, f, indptr, last, perm, out, arg, r0, r1); });
   };
   switch (r) {
     case Reduce::sum: return run(std::integral_constant<Reduce, Reduce::sum>{});
