@@ -636,3 +636,49 @@ def test_message_passing_bad_inputs():
         graph.graph_attention(G, np.ones((3, 2, 2)), np.ones((3, 2, 2)), np.ones((3, 2, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="scale"):
         graph.graph_attention(G, np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), scale=float("nan"))
+
+
+AVX512_PARITY_SCRIPT = r"""
+import hashlib, os, sys
+import torch
+from commkernels import graph
+g = torch.Generator().manual_seed(21)
+h = hashlib.sha256()
+for f, n in ((16, 5000), (64, 1500), (256, 600), (7, 9000)):
+    e = 4 * n
+    src = torch.randn(e, f, generator=g)
+    index = torch.randint(0, n, (e,), generator=g)
+    w = torch.randn(e, generator=g)
+    G = graph.Graph(torch.stack([torch.randint(0, n, (e,), generator=g), index]), n)
+    x = torch.randn(n, f, generator=g)
+    for path in ("owner", "blocked", "sort"):
+        os.environ["COMMKERNELS_SCATTER_PATH"] = path
+        for reduce in ("sum", "mean", "max"):
+            for out in graph.scatter(src, index, n, reduce), graph.scatter(src, index.sort().values, n, reduce):
+                for t in out if isinstance(out, tuple) else (out,):
+                    h.update(t.numpy().tobytes())
+    for reduce in ("sum", "mean", "max"):
+        out = graph.spmm(G, x, w, reduce)
+        for t in out if isinstance(out, tuple) else (out,):
+            h.update(t.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_avx512_and_baseline_paths_agree_bitwise():
+    """The AVX-512 versions of the scatter / segment / spmm loops round w * x and the sum separately (no FMA
+    contraction), as the baseline x86-64 build does: the same bits with COMMKERNELS_DISABLE_AVX512 set."""
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for disable in (False, True):
+        env = dict(os.environ)
+        env.pop("COMMKERNELS_DISABLE_AVX512", None)
+        if disable:
+            env["COMMKERNELS_DISABLE_AVX512"] = "1"
+        done = subprocess.run([sys.executable, "-c", AVX512_PARITY_SCRIPT], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.append(done.stdout.strip())
+    assert digests[0] == digests[1]

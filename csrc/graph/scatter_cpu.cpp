@@ -5,9 +5,9 @@
 // the index and no permutation is built). An unsorted index takes one of two routes:
 //  - blocked (scatter_blocked): a stable counting sort of the source rows by block of destination rows, then
 //    each block reduced into L2-resident accumulators and written once. Chosen where the output spans at
-//    least two blocks per thread and either the reduction is max / min (the owners would read and write
-//    both out and the arg ids at random) or src rows are at least 512 bytes (gathered in random order at
-//    near-streaming speed).
+//    least two blocks per thread and src rows are at least 512 bytes (gathered in random order at
+//    near-streaming speed), or 256 bytes for max / min (whose owners read and write both out and the arg
+//    ids at random).
 //  - owner computes (scatter_owner): each thread owns a range of destination rows, streams the whole index
 //    and adds its source rows into its rows of out; cheaper for short rows, which streaming reads in full.
 // The older counting sort into a full permutation (each thread owns a range of destination rows and scans
@@ -572,10 +572,10 @@ void scatter(const Array& src, int64_t e, int64_t f, const Array& index, int64_t
         I* a = has_arg(r) ? static_cast<I*>(arg.data) : static_cast<I*>(nullptr);
         const int shift = block_shift<acc_t<T>>(f, has_arg(r));
         const int64_t blocks = (dim_size + (int64_t(1) << shift) - 1) >> shift;
-        // blocked where the output spans several blocks per thread and either the arg ids double the
-        // owners' random traffic (max / min) or src rows are long enough (>= 512 bytes) to be gathered at
-        // near-streaming speed; short rows are cheaper streamed by the owners (measured here)
-        const bool wide = f * int64_t(sizeof(T)) >= 512 || has_arg(r);
+        // blocked where the output spans several blocks per thread and src rows are long enough to be
+        // gathered at near-streaming speed: >= 512 bytes, or >= 256 for max / min, whose arg ids double the
+        // owners' random traffic; shorter rows are cheaper streamed by the owners (measured here)
+        const bool wide = f * int64_t(sizeof(T)) >= (has_arg(r) ? 256 : 512);
         if (route == "blocked" || (route != "owner" && wide && blocks >= 2 * int64_t(max_threads())))
           scatter_blocked_any<T>(r, x, e, f, idx, dim_size, shift, o, a);
         else
