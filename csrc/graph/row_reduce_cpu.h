@@ -49,9 +49,9 @@ inline void prefetch_full_row(const T* row, int64_t bytes) {
 }
 
 // One destination row. begin/end: its k range; row(k): pointer to source row k's first feature;
-// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records. Source rows are
-// prefetched kAhead slots ahead, across the end of the row up to prefetch_end (the slots of all rows):
-// rows have ~10 slots, so a prefetch confined to the row would leave most gathers unhidden.
+// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records. Whole source rows are
+// prefetched about 4 KiB (4 to 16 slots) ahead, across the end of the row up to prefetch_end (the slots of
+// all rows): rows have ~10 slots, so a prefetch confined to the row would leave most gathers unhidden.
 // W > 0: f is the compile-time width W (<= kTile), so the loops have fixed lengths and the accumulators
 // stay in registers.
 template <Reduce R, bool Weighted, int W = 0, class T, class ArgT, class RowF, class WeightF, class ArgF>
