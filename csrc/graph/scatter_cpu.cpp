@@ -423,8 +423,9 @@ CK_ALWAYS_INLINE void block_reduce(const T* src, int64_t f_runtime, const Slot* 
   if constexpr (extreme) std::fill(best, best + rows_b * f, none);
   if constexpr (R == Reduce::mean) std::fill(count, count + rows_b, int32_t(0));
   const int64_t row_bytes = f * int64_t(sizeof(T));
-  // rows land in random order: prefetch whole rows into L2 (prefetcht1), about 4 KiB ahead
-  const int64_t ahead = std::max<int64_t>(4, std::min<int64_t>(16, 4096 / std::max<int64_t>(row_bytes, 1)));
+  // rows land in random order: prefetch whole rows into L2 (prefetcht1), about 8 KiB ahead
+  // (prefetcht1 measured ~15% faster than no prefetch here at F = 256, prefetcht0 and prefetchnta between)
+  const int64_t ahead = std::max<int64_t>(4, std::min<int64_t>(16, 8192 / std::max<int64_t>(row_bytes, 1)));
   for (int64_t k = k0; k < k1; ++k) {
     if (k + ahead < k1) {
       const char* p = reinterpret_cast<const char*>(src + int64_t(slots[k + ahead].j) * f);
