@@ -222,6 +222,50 @@ def test_owner_and_sort_paths_agree_bitwise(monkeypatch, dtype):
         assert owner == sort == bits(seg), reduce
 
 
+# (F, rows, dtype): widths with fixed-length loops (16, 64, 256) and a runtime width (7); rows spanning
+# several blocks of the blocked route (its blocks hold about 512 KiB of accumulators: 4096 rows at F = 16)
+BLOCKED_CASES = [(16, 9000, "float32"), (64, 2500, "bfloat16"), (256, 600, "float64"), (7, 20000, "float16")]
+
+
+@pytest.mark.parametrize("f, n, dtype", BLOCKED_CASES)
+def test_blocked_owner_sort_and_segment_agree_bitwise(monkeypatch, f, n, dtype):
+    """The three routes for an unsorted index (COMMKERNELS_SCATTER_PATH = owner, blocked, sort) and
+    segment() over the stably sorted rows all reduce each row in increasing source row: the same bits, for
+    every reduction, index dtype, and with NaNs, ties and empty rows present; and the blocked route gives
+    those bits whatever the thread count."""
+    g = torch.Generator().manual_seed(f)
+    e = 3 * n
+    src = torch.randn(e, f, generator=g).round(decimals=1).to(getattr(torch, dtype))  # rounding makes ties
+    src[torch.rand(e, generator=g) < 0.01, f // 2] = float("nan")
+    index = torch.randint(0, n, (e,), generator=g)
+    index[index % 5 == 3] = 0  # empty rows, and a heavy row 0
+    perm = torch.sort(index, stable=True).indices
+    indptr = torch.searchsorted(index[perm], torch.arange(n + 1))
+    wide = {torch.bfloat16: torch.int16, torch.float16: torch.int16}
+    bits = lambda out: [t.view(wide.get(t.dtype, t.dtype)).numpy().tobytes()  # noqa: E731
+                        for t in (out if isinstance(out, tuple) else (out,))]
+    before = commkernels.get_num_threads()
+    try:
+        for reduce in graph.REDUCES:
+            seg = graph.segment(src[perm].contiguous(), indptr, reduce)
+            if reduce in ("max", "min"):  # segment's arg is a position in the sorted rows
+                seg = (seg[0], perm[seg[1].clamp(max=e - 1)].masked_fill(seg[1] == e, e))
+            want = bits(seg)
+            for index_dtype in (torch.int32, torch.int64):
+                idx = index.to(index_dtype)
+                for path, threads in (("owner", before), ("sort", before), ("blocked", 1), ("blocked", 3)):
+                    monkeypatch.setenv("COMMKERNELS_SCATTER_PATH", path)
+                    commkernels.set_num_threads(threads)
+                    got = graph.scatter(src, idx, n, reduce)
+                    if reduce in ("max", "min"):
+                        assert got[1].dtype == index_dtype
+                        got = (got[0], got[1].long())
+                    assert bits(got) == want, (reduce, index_dtype, path, threads)
+    finally:
+        commkernels.set_num_threads(before)
+        monkeypatch.delenv("COMMKERNELS_SCATTER_PATH", raising=False)
+
+
 def distinct(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = torch.Size(shape).numel()
@@ -592,3 +636,49 @@ def test_message_passing_bad_inputs():
         graph.graph_attention(G, np.ones((3, 2, 2)), np.ones((3, 2, 2)), np.ones((3, 2, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="scale"):
         graph.graph_attention(G, np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), scale=float("nan"))
+
+
+AVX512_PARITY_SCRIPT = r"""
+import hashlib, os, sys
+import torch
+from commkernels import graph
+g = torch.Generator().manual_seed(21)
+h = hashlib.sha256()
+for f, n in ((16, 5000), (64, 1500), (256, 600), (7, 9000)):
+    e = 4 * n
+    src = torch.randn(e, f, generator=g)
+    index = torch.randint(0, n, (e,), generator=g)
+    w = torch.randn(e, generator=g)
+    G = graph.Graph(torch.stack([torch.randint(0, n, (e,), generator=g), index]), n)
+    x = torch.randn(n, f, generator=g)
+    for path in ("owner", "blocked", "sort"):
+        os.environ["COMMKERNELS_SCATTER_PATH"] = path
+        for reduce in ("sum", "mean", "max"):
+            for out in graph.scatter(src, index, n, reduce), graph.scatter(src, index.sort().values, n, reduce):
+                for t in out if isinstance(out, tuple) else (out,):
+                    h.update(t.numpy().tobytes())
+    for reduce in ("sum", "mean", "max"):
+        out = graph.spmm(G, x, w, reduce)
+        for t in out if isinstance(out, tuple) else (out,):
+            h.update(t.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_avx512_and_baseline_paths_agree_bitwise():
+    """The AVX-512 versions of the scatter / segment / spmm loops round w * x and the sum separately (no FMA
+    contraction), as the baseline x86-64 build does: the same bits with COMMKERNELS_DISABLE_AVX512 set."""
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for disable in (False, True):
+        env = dict(os.environ)
+        env.pop("COMMKERNELS_DISABLE_AVX512", None)
+        if disable:
+            env["COMMKERNELS_DISABLE_AVX512"] = "1"
+        done = subprocess.run([sys.executable, "-c", AVX512_PARITY_SCRIPT], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.append(done.stdout.strip())
+    assert digests[0] == digests[1]

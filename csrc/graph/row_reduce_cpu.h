@@ -7,11 +7,28 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "../common/cpu_features.h"
 #include "../common/half.h"
 #include "../common/parallel.h"
+#include "../common/array.h"
 #include "scatter.h"
+
+#if defined(__GNUC__)
+#define CK_ALWAYS_INLINE __attribute__((always_inline)) inline
+// the AVX-512 versions of the graph loops round w * x and the add separately, as the baseline x86-64 build
+// does (it has no FMA): the same bits on every CPU
+#define CK_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define CK_ALWAYS_INLINE inline
+#define CK_NO_CONTRACT
+#endif
 
 namespace ck::cpu_detail {
 
@@ -24,18 +41,31 @@ inline void prefetch_row(const T* row, int64_t bytes) {
   for (int64_t b = 0; b < bytes && b < 256; b += 64) __builtin_prefetch(p + b);
 }
 
+// Prefetches a whole source row (up to 4 KiB of it), where prefetch_row covers its first 256 bytes.
+template <class T>
+inline void prefetch_full_row(const T* row, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < bytes && b < 4096; b += 64) __builtin_prefetch(p + b);
+}
+
 // One destination row. begin/end: its k range; row(k): pointer to source row k's first feature;
-// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records. Source rows are
-// prefetched kAhead slots ahead, across the end of the row up to prefetch_end (the slots of all rows):
-// rows have ~10 slots, so a prefetch confined to the row would leave most gathers unhidden.
-template <Reduce R, bool Weighted, class T, class ArgT, class RowF, class WeightF, class ArgF>
-inline void reduce_row(int64_t begin, int64_t end, int64_t prefetch_end, int64_t f, RowF row, WeightF weight,
+// weight(k): its scale (ignored when Weighted is false); arg_id(k): what arg records. Whole source rows are
+// prefetched about 4 KiB (4 to 16 slots) ahead, across the end of the row up to prefetch_end (the slots of
+// all rows): rows have ~10 slots, so a prefetch confined to the row would leave most gathers unhidden.
+// W > 0: f is the compile-time width W (<= kTile), so the loops have fixed lengths and the accumulators
+// stay in registers.
+template <Reduce R, bool Weighted, int W = 0, class T, class ArgT, class RowF, class WeightF, class ArgF>
+CK_ALWAYS_INLINE void reduce_row(int64_t begin, int64_t end, int64_t prefetch_end, int64_t f_runtime, RowF row, WeightF weight,
                        ArgF arg_id, ArgT empty_arg, T* out, ArgT* arg) {
+  static_assert(W >= 0 && W <= kTile, "W: a fixed width within one tile");
   using A = acc_t<T>;
   alignas(64) A acc[kTile];
   alignas(64) int32_t best[kTile];  // arg ids < 2^31 (E is checked): the blend has float's width
+  const int64_t f = W > 0 ? int64_t(W) : f_runtime;
   const int64_t count = end - begin;
   const int64_t row_bytes = f * int64_t(sizeof(T));
+  // whole rows (up to 4 KiB) prefetched about 4 KiB ahead, 4 to 16 rows
+  const int64_t ahead = std::max<int64_t>(4, std::min<int64_t>(16, 4096 / std::max<int64_t>(row_bytes, 1)));
   for (int64_t f0 = 0; f0 < f; f0 += kTile) {
     const int64_t n = std::min(kTile, f - f0);
     if (count == 0) {
@@ -58,7 +88,7 @@ inline void reduce_row(int64_t begin, int64_t end, int64_t prefetch_end, int64_t
       for (int64_t c = 0; c < n; ++c) acc[c] = reduce_identity<A>(R);
     }
     for (; k < end; ++k) {
-      if (k + kAhead < prefetch_end && f0 == 0) prefetch_row(row(k + kAhead), row_bytes);
+      if (k + ahead < prefetch_end && f0 == 0) prefetch_full_row(row(k + ahead), row_bytes);
       const T* src = row(k) + f0;
       if constexpr (R == Reduce::sum || R == Reduce::mean) {
         if constexpr (Weighted) {
@@ -94,8 +124,8 @@ inline void reduce_row(int64_t begin, int64_t end, int64_t prefetch_end, int64_t
 
 // Rows [0, rows) in parallel, in blocks balanced by their edges (each row is computed by one thread, so the
 // result does not depend on the thread count). bounds(i) -> (begin, end).
-template <class Ptr, class RowFn>
-void for_rows(int64_t rows, const Ptr* indptr, int64_t edges, RowFn&& fn) {
+template <class Ptr, class BlockFn>
+void for_row_blocks(int64_t rows, const Ptr* indptr, int64_t edges, BlockFn&& fn) {
   if (rows == 0) return;
   // blocks of about (edges + rows) / (16 * threads) work units, so a few heavy rows do not idle a thread
   const int64_t threads = max_threads();
@@ -122,8 +152,15 @@ void for_rows(int64_t rows, const Ptr* indptr, int64_t edges, RowFn&& fn) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
 #endif
-  for (int64_t b = 0; b < blocks; ++b)
-    for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i) fn(i);
+  for (int64_t b = 0; b < blocks; ++b) fn(starts[size_t(b)], starts[size_t(b) + 1]);
+}
+
+// Rows [0, rows) in parallel, as for_row_blocks; fn(i) per row.
+template <class Ptr, class RowFn>
+void for_rows(int64_t rows, const Ptr* indptr, int64_t edges, RowFn&& fn) {
+  for_row_blocks(rows, indptr, edges, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) fn(i);
+  });
 }
 
 // A reusable scratch buffer per calling thread: repeated calls reuse warm pages instead of faulting fresh
@@ -151,4 +188,29 @@ std::vector<int64_t> owner_bounds(const I* index, int64_t e, int64_t rows, int o
   return bounds;
 }
 
+inline int64_t element_bytes(DType t) {
+  return t == DType::float64 || t == DType::int64 ? 8 : t == DType::uint8 ? 1 : t == DType::float32 || t == DType::int32 ? 4 : 2;
+}
+
+// A fresh output of several MiB is faulted in page by page as the kernel first writes it; 4 KiB pages fill
+// at ~4 GB/s on these machines, huge pages about twice as fast. With COMMKERNELS_HUGE_PAGES set (read at
+// each call with an output of 8 MiB or more), marks the 2 MiB-aligned interior of [p, p + bytes) as
+// eligible for transparent huge pages (a hint; the contents are untouched). Opt-in, as torch's
+// THP_MEM_ALLOC_ENABLE: where THP defrag is "madvise", a huge-page fault may compact memory first, and on a
+// shared machine here that made single calls 2-4x slower now and then (the median of a 100 MB output
+// improved by ~30%).
+inline void advise_huge_pages(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  if (!p || bytes < int64_t(4 * kHuge) || !std::getenv("COMMKERNELS_HUGE_PAGES")) return;
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
+  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 }  // namespace ck::cpu_detail
+

@@ -2,6 +2,7 @@
 // row's slots in order, features in L1-sized tiles (row_reduce_cpu.h). No atomics, no per-call scratch.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common/parallel.h"
@@ -11,6 +12,7 @@
 namespace ck::CK_BACKEND {
 namespace {
 
+using cpu_detail::for_row_blocks;
 using cpu_detail::for_rows;
 using cpu_detail::reduce_row;
 
@@ -22,20 +24,75 @@ decltype(auto) with_indices(const CsrView& g, F&& f) {
   });
 }
 
-template <Reduce R, bool Weighted, class T, class I>
-void spmm_rows(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx, const T* w, int64_t wheads,
-               T* out, int64_t* arg) {
+// Rows [r0, r1): each row's heads in turn, its slots in order. W > 0: the head width d is W at compile time.
+template <Reduce R, bool Weighted, int W, class T, class I>
+CK_ALWAYS_INLINE void spmm_range(const T* x, int64_t heads, int64_t d_runtime, const CsrView& g, const I* idx,
+                                 const T* w, int64_t wheads, T* out, int64_t* arg, int64_t r0, int64_t r1) {
+  const int64_t d = W > 0 ? int64_t(W) : d_runtime;
   const int64_t f = heads * d;
-  for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
+  const int64_t last = g.indptr[g.rows];
+  for (int64_t i = r0; i < r1; ++i) {
     const int64_t begin = g.indptr[i], end = g.indptr[i + 1];
     for (int64_t h = 0; h < heads; ++h) {
       auto row = [&](int64_t k) { return x + int64_t(idx[k]) * f + h * d; };
       auto weight = [&](int64_t k) { return to_acc(w[k * wheads + (wheads > 1 ? h : 0)]); };  // slot order
       auto id = [&](int64_t k) { return g.eid[k]; };
-      reduce_row<R, Weighted>(begin, end, g.indptr[g.rows], d, row, weight, id, int64_t(g.edges),
-                              out + i * f + h * d, arg ? arg + i * f + h * d : nullptr);
+      reduce_row<R, Weighted, W>(begin, end, last, d, row, weight, id, int64_t(g.edges), out + i * f + h * d,
+                                 arg ? arg + i * f + h * d : nullptr);
     }
-  });
+  }
+}
+
+template <Reduce R, bool Weighted, int W, class T, class I>
+void spmm_range_base(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx, const T* w,
+                     int64_t wheads, T* out, int64_t* arg, int64_t r0, int64_t r1) {
+  spmm_range<R, Weighted, W>(x, heads, d, g, idx, w, wheads, out, arg, r0, r1);
+}
+
+#ifdef CK_AVX512
+template <Reduce R, bool Weighted, int W, class T, class I>
+CK_AVX512 CK_NO_CONTRACT void spmm_range_avx512(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx,
+                                                const T* w, int64_t wheads, T* out, int64_t* arg, int64_t r0,
+                                                int64_t r1) {
+  spmm_range<R, Weighted, W>(x, heads, d, g, idx, w, wheads, out, arg, r0, r1);
+}
+#endif
+
+template <class T, class I>
+using RangeFn = void (*)(const T*, int64_t, int64_t, const CsrView&, const I*, const T*, int64_t, T*, int64_t*, int64_t,
+                         int64_t);
+
+template <Reduce R, bool Weighted, int W, class T, class I>
+RangeFn<T, I> range_fn_for() {
+#ifdef CK_AVX512
+  if (has_avx512()) return &spmm_range_avx512<R, Weighted, W, T, I>;
+#endif
+  return &spmm_range_base<R, Weighted, W, T, I>;
+}
+
+// Fixed widths for the common head sizes of float32 / float64 sums and means (accumulators in registers);
+// other widths, 16-bit types and max / min take the runtime-width loop.
+template <Reduce R, bool Weighted, class T, class I>
+RangeFn<T, I> range_fn(int64_t d) {
+  if constexpr ((R == Reduce::sum || R == Reduce::mean) && (std::is_same_v<T, float> || std::is_same_v<T, double>)) {
+    switch (d) {
+      case 16: return range_fn_for<R, Weighted, 16, T, I>();
+      case 32: return range_fn_for<R, Weighted, 32, T, I>();
+      case 64: return range_fn_for<R, Weighted, 64, T, I>();
+      case 128: return range_fn_for<R, Weighted, 128, T, I>();
+      case 256: return range_fn_for<R, Weighted, 256, T, I>();
+      default: break;
+    }
+  }
+  return range_fn_for<R, Weighted, 0, T, I>();
+}
+
+template <Reduce R, bool Weighted, class T, class I>
+void spmm_rows(const T* x, int64_t heads, int64_t d, const CsrView& g, const I* idx, const T* w, int64_t wheads,
+               T* out, int64_t* arg) {
+  const RangeFn<T, I> fn = range_fn<R, Weighted, T, I>(d);
+  for_row_blocks(g.rows, g.indptr, g.edges,
+                 [&](int64_t r0, int64_t r1) { fn(x, heads, d, g, idx, w, wheads, out, arg, r0, r1); });
 }
 
 template <class T, class I>
@@ -87,6 +144,8 @@ void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const A
   if (has_arg(r)) check(arg.size == out.size && arg.dtype == DType::int64, "arg: expected out's shape, int64");
   check_size_fits_int32(g.edges, "edges");
   const int64_t wheads = g.edges ? weight.size / g.edges : 1;
+  cpu_detail::advise_huge_pages(out.data, out.size * cpu_detail::element_bytes(out.dtype));
+  if (has_arg(r)) cpu_detail::advise_huge_pages(arg.data, arg.size * 8);
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     with_indices(g, [&](auto idx) {

@@ -1,8 +1,10 @@
 """scatter, segment and gather over rows, with torch_scatter's semantics, deterministic.
 
-``scatter`` reduces the rows of src into ``dim_size`` destination rows by ``index`` (a counting sort of the
-index, then one thread per destination row adding in source order: no atomics, the same bits whatever the
-thread count). ``segment`` does the same over sorted CSR segments; ``gather`` reads rows.
+``scatter`` reduces the rows of src into ``dim_size`` destination rows by ``index`` (on the CPU: segments
+read off a sorted index; for an unsorted one, a counting sort by block of destination rows reduced in L2, or
+the owners of row ranges streaming the index; each destination row adds its source rows in increasing
+order in one thread: no atomics, the same bits whatever the thread count). ``segment`` does the same over
+sorted CSR segments; ``gather`` reads rows.
 """
 
 from __future__ import annotations
