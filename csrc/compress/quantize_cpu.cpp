@@ -12,6 +12,7 @@
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "../common/philox_x16.h"
+#include "../common/philox_x8.h"
 #include "quantize.h"
 #include "quantize_api.h"
 
@@ -102,28 +103,16 @@ constexpr int64_t kDrawTile = 64;  // Philox blocks per tile: 256 elements
 
 #ifdef CK_AVX512
 CK_AVX512 void fill_draws_avx512(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
+  for (; k + 32 <= n; k += 32) {
     const uint64_t q = q0 + uint64_t(k);
-    if ((q >> 32) != ((q + 15) >> 32)) break;  // b differs across the lanes: leave it to the scalar loop
-    const Philox4x32x16 r = philox_x16(seed, step, _mm512_add_epi32(_mm512_set1_epi32(int(uint32_t(q))), lane),
-                                       (tag << 24) | uint32_t(q >> 32));
-    const __m512i c0 = r.v[0], c1 = r.v[1], c2 = r.v[2], c3 = r.v[3];
-    // interleave (c0, c1, c2, c3) lane by lane: words[4 l + j] = c_j[l]
-    const __m512i a01lo = _mm512_unpacklo_epi32(c0, c1), a01hi = _mm512_unpackhi_epi32(c0, c1);
-    const __m512i a23lo = _mm512_unpacklo_epi32(c2, c3), a23hi = _mm512_unpackhi_epi32(c2, c3);
-    // per 128-bit lane: x0 = (l0 words, l1 words), x1 = (l2, l3) in lane order
-    const __m512i x0 = _mm512_unpacklo_epi64(a01lo, a23lo), x1 = _mm512_unpackhi_epi64(a01lo, a23lo);
-    const __m512i x2 = _mm512_unpacklo_epi64(a01hi, a23hi), x3 = _mm512_unpackhi_epi64(a01hi, a23hi);
-    // x0 holds lanes 4t, x1 lanes 4t+1, x2 lanes 4t+2, x3 lanes 4t+3 of each 128-bit block t
-    alignas(64) uint32_t tmp[4][16];
-    _mm512_store_si512(tmp[0], x0);
-    _mm512_store_si512(tmp[1], x1);
-    _mm512_store_si512(tmp[2], x2);
-    _mm512_store_si512(tmp[3], x3);
-    for (int t = 0; t < 4; ++t)
-      for (int r = 0; r < 4; ++r) memcpy(words + 4 * (k + 4 * t + r), &tmp[r][4 * t], 16);
+    if ((q >> 32) != ((q + 31) >> 32)) break;  // b differs across the counters: leave it to the scalar loop
+    philox_words_x8<4>(seed, step, uint32_t(q), (tag << 24) | uint32_t(q >> 32), words + 4 * k);
+  }
+  for (; k + 8 <= n; k += 8) {
+    const uint64_t q = q0 + uint64_t(k);
+    if ((q >> 32) != ((q + 7) >> 32)) break;
+    philox_words_x8<1>(seed, step, uint32_t(q), (tag << 24) | uint32_t(q >> 32), words + 4 * k);
   }
   for (; k < n; ++k) {
     const Philox4x32 block = quant_draws(seed, step, tag, q0 + uint64_t(k));
@@ -264,6 +253,121 @@ CK_AVX512 void stochastic_round_bf16_avx512(const float* x, int64_t n, const uin
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm512_cvtepi32_epi16(r));
   }
   for (; k < n; ++k) out[k] = stochastic_round_bf16(x[k], words[k]);
+}
+#endif
+
+#ifdef CK_AVX512
+// The L2 norm sum of block_norm_sum over [begin, end) of float32/bfloat16 x: the same 16 lanes (two vectors
+// of 8 doubles), the tail (fewer than 16 elements) through a masked load into lanes 0.. in order (the
+// masked-off lanes add +0.0, which changes no lane: every lane is >= +0). Bitwise block_norm_sum's l2.
+CK_AVX512 inline void add_squares_avx512(__m512 v, __m512d& lo, __m512d& hi) {
+  const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  lo = _mm512_add_pd(lo, _mm512_mul_round_pd(a, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  hi = _mm512_add_pd(hi, _mm512_mul_round_pd(b, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+template <class T>
+CK_AVX512 double l2_sum_avx512(const T* x, int64_t begin, int64_t end) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) add_squares_avx512(load16_avx512(x + i), lo, hi);
+  if (i < end) {
+    const __mmask16 m = __mmask16((1u << (end - i)) - 1u);
+    if constexpr (std::is_same_v<T, float>) {
+      add_squares_avx512(_mm512_maskz_loadu_ps(m, x + i), lo, hi);
+    } else {
+      const __m256i h = _mm256_maskz_loadu_epi16(m, x + i);
+      add_squares_avx512(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)), lo, hi);
+    }
+  }
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+// QSGD codes (w <= 8 bits: one byte each) of n elements of x from element i0, given each element's norm
+// and word: the operations of qsgd_codes_avx512, stored as bytes.
+template <class T>
+CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
+                                      int64_t levels, uint8_t* codes) {
+  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
+  const __m512d two32 = _mm512_set1_pd(4294967296.0);
+  const __m512i one = _mm512_set1_epi32(1), top = _mm512_set1_epi32(int(levels));
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = load16_avx512(x + i0 + k), nv = _mm512_loadu_ps(norm + k);
+    const __m512 r = _mm512_div_ps(_mm512_mul_ps(_mm512_and_ps(v, sign_mask), l), nv);
+    const __mmask16 valid = _mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __mmask16 big = _mm512_cmp_ps_mask(r, l, _CMP_NLT_UQ);  // r >= levels or NaN
+    const __m512 low = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(r, low);
+    const __m512i w = _mm512_loadu_si512(words + k);
+    const __m512d flo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)), two32);
+    const __m512d fhi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))), two32);
+    const __mmask16 up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), flo, _CMP_LT_OQ) |
+                                   (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), fhi, _CMP_LT_OQ) << 8));
+    const __m512i base = _mm512_maskz_cvttps_epu32(__mmask16(~big), low);
+    __m512i xi = _mm512_mask_add_epi32(base, up & __mmask16(~big), base, one);
+    xi = _mm512_mask_mov_epi32(xi, big, top);
+    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512i code = _mm512_mask_or_epi32(_mm512_slli_epi32(xi, 1), negative, _mm512_slli_epi32(xi, 1), one);
+    const __mmask16 keep = valid & _mm512_test_epi32_mask(xi, xi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + k), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(keep, code)));
+  }
+  for (; k < n; ++k) codes[k] = uint8_t(qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]));
+}
+
+// Packs n byte codes of w <= 8 bits (n a multiple of 8, or the message's last codes, zero-padded to 8
+// here) LSB first: eight codes are w bytes, one pext of their eight bytes.
+CK_AVX512 inline int64_t pack_code_bytes_bmi2(const uint8_t* codes, int64_t n, int w, uint8_t* out) {
+  const uint64_t mask = 0x0101010101010101ull * ((1u << w) - 1u);
+  int64_t o = 0, k = 0;
+  for (; k + 8 <= n; k += 8, o += w) {
+    uint64_t v;
+    std::memcpy(&v, codes + k, 8);
+    const uint64_t packed = _pext_u64(v, mask);
+    std::memcpy(out + o, &packed, 8);  // out has 8 bytes of slack past the packed codes
+  }
+  if (k < n) {
+    uint64_t v = 0;
+    std::memcpy(&v, codes + k, size_t(n - k));
+    const uint64_t packed = _pext_u64(v, mask);
+    std::memcpy(out + o, &packed, 8);
+    o += ((n - k) * w + 7) / 8;
+  }
+  return o;
+}
+
+// QSGD of the elements [begin, end) (begin a multiple of 8 and a bucket start; end the message's end or
+// a multiple of 8 and a bucket start), w <= 8: the buckets' norms, then their codes while they are in
+// cache, in tiles of 4 kDrawTile elements packed in a local buffer and copied out whole.
+template <class T>
+CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t levels, int64_t bucket_size,
+                                 uint64_t seed, uint64_t step, float* norms, uint8_t* codes) {
+  const int w = qsgd_code_bits(levels);
+  for (int64_t b = begin / bucket_size; b * bucket_size < end; ++b)
+    norms[b] = round_up_to_float(sqrt_acc(l2_sum_avx512(x, b * bucket_size, std::min(end, (b + 1) * bucket_size))));
+  constexpr int64_t kTile = 4 * kDrawTile;
+  alignas(64) uint32_t words[kTile];
+  alignas(64) float norm_of[kTile];
+  alignas(64) uint8_t code_of[kTile];
+  alignas(64) uint8_t packed[kTile + 16];
+  for (int64_t t = begin; t < end; t += kTile) {
+    const int64_t n = std::min(kTile, end - t);
+    fill_draws_avx512(seed, step, kTagQsgd, uint64_t(t / 4), (n + 3) / 4, words);
+    for (int64_t i = t; i < t + n;) {  // each element's bucket norm, a bucket segment at a time
+      const int64_t b = i / bucket_size, stop = std::min(t + n, (b + 1) * bucket_size);
+      std::fill(norm_of + (i - t), norm_of + (stop - t), norms[b]);
+      i = stop;
+    }
+    qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code_of);
+    const int64_t bytes = pack_code_bytes_bmi2(code_of, n, w, packed);
+    std::memcpy(codes + t / 8 * w, packed, size_t(bytes));
+  }
 }
 #endif
 
@@ -494,6 +598,21 @@ void qsgd_run(const Load& load, int64_t size, int64_t levels, int64_t bucket_siz
     // One pass: each unit's norms, then its codes while the unit is still in cache.
     const int64_t units = (size + unit - 1) / unit;
     parallel_for(units, std::max<int64_t>(1, (1 << 16) / unit), [&](int64_t u0, int64_t u1) {
+#ifdef CK_AVX512
+      if constexpr (kIsLoadX<Load> && std::is_same_v<R, float>) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
+        if constexpr (kHasSignAvx512<T>) {
+          if (has_avx512() && !residual && qsgd_code_bits(levels) <= 8) {
+            // whole units at a time: a bucket never straddles two calls
+            const int64_t step_units = std::max<int64_t>(1, (1 << 13) / unit);
+            for (int64_t u = u0; u < u1; u += step_units)
+              qsgd_range_avx512(load.x, u * unit, std::min(size, std::min(u1, u + step_units) * unit), levels,
+                                bucket_size, seed, step, norms, codes);
+            return;
+          }
+        }
+      }
+#endif
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t begin = u * unit, end = std::min(size, begin + unit);
         for (int64_t b = begin / bucket_size; b * bucket_size < end; ++b)
