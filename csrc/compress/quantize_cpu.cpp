@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../common/cpu_features.h"
+#include "../common/fresh_pages.h"
 #include "../common/parallel.h"
 #include "../common/philox_x16.h"
 #include "../common/philox_x8.h"
@@ -444,29 +445,40 @@ float max_magnitude(const Load& load, int64_t size) {
 
 // ---- sign -----------------------------------------------------------------------------------------------
 
-template <class Load>
-void sign_pack(const Load& load, int64_t size, uint8_t* bits) {
-  parallel_for((size + 7) / 8, kByteGrain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) bits[b] = sign_byte(load, b, size);
-  });
+// The bits [b0, b1) of x's signs (full bytes only: 8 b1 <= size).
+template <class T>
+void sign_bytes_full(const LoadX<T>& load, int64_t b0, int64_t b1, uint8_t* bits) {
+#ifdef CK_AVX512
+  if constexpr (kHasSignAvx512<T>) {
+    if (has_avx512()) return sign_pack_avx512(load.x, b0, b1, bits);
+  }
+#endif
+  for (int64_t b = b0; b < b1; ++b) {
+    uint32_t byte = 0;
+    for (int j = 0; j < 8; ++j) byte |= uint32_t(load(b * 8 + j) < 0) << j;
+    bits[b] = uint8_t(byte);
+  }
 }
 
+// sign_compress in one pass over x: each block of kNormBlock elements gives its partial sum (the
+// fixed-order sums of norm_total) and then its bits while it is still in cache (the bits do not depend
+// on the scale). Returns the scale.
 template <class T>
-void sign_pack(const LoadX<T>& load, int64_t size, uint8_t* bits) {
-  const int64_t full = size / 8;  // bytes of 8 elements; the last partial byte is done apart
-  parallel_for(full, kByteGrain, [&](int64_t b0, int64_t b1) {
-#ifdef CK_AVX512
-    if constexpr (kHasSignAvx512<T>) {
-      if (has_avx512()) return sign_pack_avx512(load.x, b0, b1, bits);
-    }
-#endif
-    for (int64_t b = b0; b < b1; ++b) {
-      uint32_t byte = 0;
-      for (int j = 0; j < 8; ++j) byte |= uint32_t(load(b * 8 + j) < 0) << j;
-      bits[b] = uint8_t(byte);
+float sign_compress_one_pass(const LoadX<T>& load, int64_t size, int kind, uint8_t* bits) {
+  const int64_t blocks = (size + kNormBlock - 1) / kNormBlock;
+  std::vector<double> partial(size_t(std::max<int64_t>(blocks, 1)), 0.0);
+  parallel_for(blocks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t begin = k * kNormBlock, end = std::min(size, begin + kNormBlock);
+      if (kind != 0) partial[size_t(k)] = block_norm_sum_dispatch(load, begin, end, NormKind(kind));
+      sign_bytes_full(load, begin / 8, end / 8, bits);  // kNormBlock is a multiple of 8
+      if (end == size && size % 8) bits[size / 8] = sign_byte(load, size / 8, size);
     }
   });
-  if (full * 8 < size) bits[full] = sign_byte(load, full, size);
+  if (kind == 0) return 1.0f;
+  double total = 0.0;
+  for (int64_t k = 0; k < blocks; ++k) total += partial[size_t(k)];
+  return sign_scale_from_total(total, size, NormKind(kind));
 }
 
 // One pass: p = residual + grad, its sign bit, residual <- p -+ scale. Locals (not the captured
@@ -674,12 +686,12 @@ void sign_compress(const Array& x, int scale_kind, const Array& bits, const Arra
   check_scale_kind(scale_kind);
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(bits, (x.size + 7) / 8, "bits");
+  advise_huge_pages(out, (x.size + 7) / 8);
   float* s = check_floats(scale, 1, "scale");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const LoadX<T> load{static_cast<const T*>(x.data)};
-    *s = sign_scale(load, x.size, scale_kind);
-    sign_pack(load, x.size, out);
+    *s = sign_compress_one_pass(load, x.size, scale_kind, out);
   });
 }
 
@@ -688,6 +700,7 @@ void sign_compress_ef(const Array& grad, const Array& residual, int scale_kind, 
   check_scale_kind(scale_kind);
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(bits, (grad.size + 7) / 8, "bits");
+  advise_huge_pages(out, (grad.size + 7) / 8);
   float* s = check_floats(scale, 1, "scale");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -706,6 +719,7 @@ void sign_decompress(const Array& bits, const Array& scale, const Array& out, St
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(sign_value(in[i / 8], int(i % 8), s)));
     });
@@ -715,6 +729,7 @@ void sign_decompress(const Array& bits, const Array& scale, const Array& out, St
 void terngrad(const Array& x, uint64_t seed, uint64_t step, const Array& codes, const Array& scale, Stream) {
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, (x.size + 3) / 4, "codes");
+  advise_huge_pages(out, (x.size + 3) / 4);
   float* s = check_floats(scale, 1, "scale");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -728,6 +743,7 @@ void terngrad_ef(const Array& grad, const Array& residual, uint64_t seed, uint64
                  const Array& scale, Stream) {
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, (grad.size + 3) / 4, "codes");
+  advise_huge_pages(out, (grad.size + 3) / 4);
   float* s = check_floats(scale, 1, "scale");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -746,6 +762,7 @@ void terngrad_decompress(const Array& codes, const Array& scale, const Array& ou
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 4, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(terngrad_value(in[i / 4], int(i % 4), s)));
     });
@@ -757,6 +774,7 @@ void qsgd(const Array& x, int64_t levels, int64_t bucket_size, uint64_t seed, ui
   check_qsgd_params(levels, bucket_size);
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, packed_bytes(x.size, qsgd_code_bits(levels)), "codes");
+  advise_huge_pages(out, packed_bytes(x.size, qsgd_code_bits(levels)));
   float* n = check_floats(norms, bucket_count(x.size, bucket_size), "norms");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -770,6 +788,7 @@ void qsgd_ef(const Array& grad, const Array& residual, int64_t levels, int64_t b
   check_qsgd_params(levels, bucket_size);
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, packed_bytes(grad.size, qsgd_code_bits(levels)), "codes");
+  advise_huge_pages(out, packed_bytes(grad.size, qsgd_code_bits(levels)));
   float* n = check_floats(norms, bucket_count(grad.size, bucket_size), "norms");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -791,6 +810,7 @@ void qsgd_decompress(const Array& codes, const Array& norms, int64_t levels, int
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for((size + 7) / 8, kByteGrain, [&](int64_t g0, int64_t g1) {
       BitReader reader{in + g0 * w, in + codes.size};
       for (int64_t i = g0 * 8, end = std::min(size, g1 * 8); i < end; ++i)
@@ -802,6 +822,7 @@ void qsgd_decompress(const Array& codes, const Array& norms, int64_t levels, int
 void natural_compress(const Array& x, uint64_t seed, uint64_t step, const Array& codes, Stream) {
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, x.size, "codes");
+  advise_huge_pages(out, x.size);
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     natural_run(LoadX<T>{static_cast<const T*>(x.data)}, x.size, seed, step, out, static_cast<float*>(nullptr));
@@ -812,6 +833,7 @@ void natural_compress_ef(const Array& grad, const Array& residual, uint64_t seed
                          const Array& codes, Stream) {
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, grad.size, "codes");
+  advise_huge_pages(out, grad.size);
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
     using R = typename decltype(rtag)::type;
@@ -826,6 +848,7 @@ void natural_decompress(const Array& codes, const Array& out, Stream) {
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(natural_value(in[i])));
     });
@@ -836,6 +859,7 @@ void stochastic_round(const Array& x, uint64_t seed, uint64_t step, const Array&
   check_size_fits_int32(x.size, "x");
   const float* in = x.as<float>("x");
   check(out.size == x.size, "out: expected " + std::to_string(x.size) + " elements, got " + std::to_string(out.size));
+  advise_huge_pages(out.data, 2 * out.size);  // bfloat16 or float16 (checked below)
   const int64_t size = x.size;
   auto run = [&](auto* o, auto round) {
     parallel_for((size + 3) / 4, kByteGrain, [&](int64_t q0, int64_t q1) {
