@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "wire.h"
 #include "wire_api.h"
@@ -37,6 +38,73 @@ void with_indices(const Array& indices, F&& f) {
   throw TypeError(std::string("indices: expected int32 or int64, got ") + dtype_name(indices.dtype));
 }
 
+#ifdef CK_AVX512
+// The varint bytes of the gaps idx[j] - idx[j-1] for j in [j0, end) (16 or 8 at a time; the rest is left
+// to the caller: returns where it stopped), added to `bytes`; `ok` &= every index is above its
+// predecessor and below size.
+CK_AVX512 inline int64_t varint_bytes_x16(__m512i gap) {
+  return 16 + __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 7))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 14))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 21))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 28)));
+}
+
+CK_AVX512 int64_t delta_lengths_avx512(const int32_t* idx, int64_t j, int64_t end, int64_t size, int64_t& bytes,
+                                       bool& ok) {
+  // i < size for every int32 i once size > 2^31 - 1
+  const __m512i limit = _mm512_set1_epi32(int32_t(std::min<int64_t>(size, int64_t(INT32_MAX))));
+  const bool any_below = size > int64_t(INT32_MAX);
+  __mmask16 good = 0xffff;
+  for (; j + 16 <= end; j += 16) {
+    const __m512i cur = _mm512_loadu_si512(idx + j), prev = _mm512_loadu_si512(idx + j - 1);
+    good &= _mm512_cmpgt_epi32_mask(cur, prev);
+    if (!any_below) good &= _mm512_cmplt_epi32_mask(cur, limit);
+    bytes += varint_bytes_x16(_mm512_sub_epi32(cur, prev));  // the gap's low 32 bits (exact when good)
+  }
+  ok &= good == 0xffff;
+  return j;
+}
+
+CK_AVX512 int64_t delta_lengths_avx512(const int64_t* idx, int64_t j, int64_t end, int64_t size, int64_t& bytes,
+                                       bool& ok) {
+  const __m512i limit = _mm512_set1_epi64(size);
+  __mmask8 good = 0xff;
+  for (; j + 8 <= end; j += 8) {
+    const __m512i cur = _mm512_loadu_si512(idx + j), prev = _mm512_loadu_si512(idx + j - 1);
+    good &= _mm512_cmpgt_epi64_mask(cur, prev) & _mm512_cmplt_epi64_mask(cur, limit);
+    const __m256i gap = _mm512_cvtepi64_epi32(_mm512_sub_epi64(cur, prev));  // low 32 bits, as the scalar code
+    bytes += 8 + __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 7))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 14))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 21))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 28)));
+  }
+  ok &= good == 0xff;
+  return j;
+}
+
+// LEB128 of v written as one 8-byte store (BMI2 pdep spreads the 7-bit groups, the continuation bits are
+// set on all but the last byte): the caller guarantees 8 writable bytes at out. Returns the length.
+CK_AVX512 inline int write_varint_bmi2(uint32_t v, uint8_t* out) {
+  const int len = varint_length(v);
+  const uint64_t more = 0x0000008080808080ull & ((uint64_t(1) << (8 * (len - 1))) - 1);
+  const uint64_t word = _pdep_u64(v, 0x0000007f7f7f7f7full) | more;
+  std::memcpy(out, &word, 8);
+  return len;
+}
+
+// The chunk [begin, end) of the delta encoding, writing from p up to stop (the chunk's end): 8-byte
+// stores while they stay inside the chunk, the byte-wise writer for the last few.
+template <class Index>
+CK_AVX512 void encode_delta_chunk_bmi2(const Index* idx, int64_t begin, int64_t end, uint8_t* p, uint8_t* stop) {
+  int64_t prev = begin == 0 ? 0 : int64_t(idx[begin - 1]);
+  for (int64_t j = begin; j < end; ++j) {
+    const uint32_t gap = uint32_t(int64_t(idx[j]) - prev);
+    p += stop - p >= 8 ? write_varint_bmi2(gap, p) : write_varint(gap, p);
+    prev = int64_t(idx[j]);
+  }
+}
+#endif
+
 // Per chunk of the indices: the varint bytes of its gaps (the first index as is), and whether every
 // index is in [0, size) and above its predecessor. Chunks depend only on k.
 template <class Index>
@@ -51,7 +119,11 @@ std::vector<int64_t> delta_lengths(const Index* idx, int64_t k, int64_t size) {
     const int64_t before = begin == 0 ? 0 : int64_t(idx[begin - 1]);
     bool ok = (begin == 0 ? first >= 0 : first > before) && first < size;
     int64_t bytes = varint_length(uint32_t(first - before));
-    for (int64_t j = begin + 1; j < end; ++j) {  // branch-free, so that it vectorises
+    int64_t j = begin + 1;
+#ifdef CK_AVX512
+    if (has_avx512()) j = delta_lengths_avx512(idx, j, end, size, bytes, ok);
+#endif
+    for (; j < end; ++j) {  // branch-free
       const int64_t i = int64_t(idx[j]), gap = i - int64_t(idx[j - 1]);
       ok &= (gap > 0) & (i < size);
       bytes += varint_length(uint32_t(gap));
@@ -84,6 +156,9 @@ void encode_delta(const Index* idx, int64_t k, const std::vector<int64_t>& offse
   const int chunks = int(offset.size()) - 1;
   parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
     uint8_t* p = out + offset[size_t(c)];
+#ifdef CK_AVX512
+    if (has_avx512()) return encode_delta_chunk_bmi2(idx, begin, end, p, out + offset[size_t(c) + 1]);
+#endif
     int64_t prev = begin == 0 ? 0 : int64_t(idx[begin - 1]);
     for (int64_t j = begin; j < end; ++j) {
       p += write_varint(uint32_t(int64_t(idx[j]) - prev), p);
