@@ -14,19 +14,10 @@
 
 namespace ck {
 
-// words[4 (g 8 + l) + j] = philox(seed, step, a0 + g 8 + l, b).v[j] for g < G, l < 8: the words of
-// 8 G consecutive counters in counter order (a0 + 8 G - 1 must not pass 2^32 - 1).
+// The ten rounds on G groups of 8 counters (c0[g], c1[g], c2[g], c3[g]: low halves of 64-bit lanes).
 template <int G>
-CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0, uint32_t b, uint32_t* words) {
+CK_AVX512 inline void philox_rounds_x8(__m512i* c0, __m512i* c1, __m512i* c2, __m512i* c3, uint64_t seed) {
   const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
-  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-  __m512i c0[G], c1[G], c2[G], c3[G];
-  for (int g = 0; g < G; ++g) {
-    c0[g] = _mm512_add_epi64(_mm512_set1_epi64(int64_t(a0) + 8 * g), lane);
-    c1[g] = _mm512_set1_epi64(b);
-    c2[g] = _mm512_set1_epi64(uint32_t(step));
-    c3[g] = _mm512_set1_epi64(uint32_t(step >> 32));
-  }
   uint32_t key0 = uint32_t(seed), key1 = uint32_t(seed >> 32);
   for (int round = 0; round < 10; ++round) {
     const __m512i k0 = _mm512_set1_epi64(key0), k1 = _mm512_set1_epi64(key1);
@@ -40,6 +31,21 @@ CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0,
     key0 += 0x9E3779B9u;
     key1 += 0xBB67AE85u;
   }
+}
+
+// words[4 (g 8 + l) + j] = philox(seed, step, a0 + g 8 + l, b).v[j] for g < G, l < 8: the words of
+// 8 G consecutive counters in counter order (a0 + 8 G - 1 must not pass 2^32 - 1).
+template <int G>
+CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0, uint32_t b, uint32_t* words) {
+  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  __m512i c0[G], c1[G], c2[G], c3[G];
+  for (int g = 0; g < G; ++g) {
+    c0[g] = _mm512_add_epi64(_mm512_set1_epi64(int64_t(a0) + 8 * g), lane);
+    c1[g] = _mm512_set1_epi64(b);
+    c2[g] = _mm512_set1_epi64(uint32_t(step));
+    c3[g] = _mm512_set1_epi64(uint32_t(step >> 32));
+  }
+  philox_rounds_x8<G>(c0, c1, c2, c3, seed);
   const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
   for (int g = 0; g < G; ++g) {
     // 64-bit lanes (v0, v1) and (v2, v3) of each counter, then counter by counter
@@ -48,6 +54,19 @@ CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0,
     _mm512_storeu_si512(words + 32 * g, _mm512_permutex2var_epi64(a, first, z));
     _mm512_storeu_si512(words + 32 * g + 16, _mm512_permutex2var_epi64(a, second, z));
   }
+}
+
+// philox(seed, step, a_l, b).v[0] for the 16 counters a_l of a (lanes in order): two groups of 8.
+CK_AVX512 inline __m512i philox_v0_x16(uint64_t seed, uint64_t step, __m512i a, uint32_t b) {
+  __m512i c0[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(a)), _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(a, 1))};
+  __m512i c1[2], c2[2], c3[2];
+  for (int g = 0; g < 2; ++g) {
+    c1[g] = _mm512_set1_epi64(b);
+    c2[g] = _mm512_set1_epi64(uint32_t(step));
+    c3[g] = _mm512_set1_epi64(uint32_t(step >> 32));
+  }
+  philox_rounds_x8<2>(c0, c1, c2, c3, seed);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c0[0])), _mm512_cvtepi64_epi32(c0[1]), 1);
 }
 
 }  // namespace ck

@@ -12,7 +12,6 @@
 #include "../common/cpu_features.h"
 #include "../common/fresh_pages.h"
 #include "../common/parallel.h"
-#include "../common/philox_x16.h"
 #include "../common/philox_x8.h"
 #include "quantize.h"
 #include "quantize_api.h"
