@@ -381,6 +381,73 @@ void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t
   }
 }
 
+#ifdef CK_AVX512
+// block_norm_sum of p = residual + grad (float32 residual, float32 or bfloat16 grad): p in float32 as
+// LoadSum computes it, then block_norm_sum's 16 double lanes; the tail through masked loads (the lanes
+// past the end get p = +0, which adds nothing).
+CK_AVX512 inline void add_norm_terms_avx512(__m512 p, NormKind kind, __m512d& lo, __m512d& hi) {
+  if (kind == NormKind::l1) p = _mm512_and_ps(p, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)));
+  __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(p));
+  __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
+  if (kind == NormKind::l2) {
+    a = _mm512_mul_round_pd(a, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    b = _mm512_mul_round_pd(b, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  lo = _mm512_add_pd(lo, a);
+  hi = _mm512_add_pd(hi, b);
+}
+
+template <class G>
+CK_AVX512 __m512 load16_masked_avx512(const G* x, __mmask16 m) {
+  if constexpr (std::is_same_v<G, float>) {
+    return _mm512_maskz_loadu_ps(m, x);
+  } else {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x)), 16));
+  }
+}
+
+template <class G>
+CK_AVX512 double block_norm_sum_ef_avx512(const G* g, const float* r, int64_t begin, int64_t end, NormKind kind) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) add_norm_terms_avx512(_mm512_add_ps(_mm512_loadu_ps(r + i), load16_avx512(g + i)), kind, lo, hi);
+  if (i < end) {
+    const __mmask16 m = __mmask16((1u << (end - i)) - 1u);
+    add_norm_terms_avx512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, r + i), load16_masked_avx512(g + i, m)), kind, lo, hi);
+  }
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+// sign_pack_ef's loop on the elements [i0, i1) (a multiple of 16 of them, i0 a multiple of 8): p = r + g,
+// its sign bits, r <- p - (p < 0 ? -scale : scale), 16 at a time.
+template <class G>
+CK_AVX512 void sign_pack_ef_avx512(const G* g, float* r, int64_t i0, int64_t i1, float scale, uint8_t* bits) {
+  const __m512 plus = _mm512_set1_ps(scale), minus = _mm512_set1_ps(-scale);
+  for (int64_t i = i0; i < i1; i += 16) {
+    const __m512 p = _mm512_add_ps(_mm512_loadu_ps(r + i), load16_avx512(g + i));
+    const __mmask16 negative = _mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_LT_OQ);
+    _mm512_storeu_ps(r + i, _mm512_sub_ps(p, _mm512_mask_blend_ps(negative, plus, minus)));
+    const uint16_t m = negative;
+    memcpy(bits + i / 8, &m, 2);
+  }
+}
+#endif
+
+template <class G>
+double block_norm_sum_dispatch(const LoadSum<G, float>& load, int64_t begin, int64_t end, NormKind kind) {
+#ifdef CK_AVX512
+  if constexpr (kHasSignAvx512<G>) {
+    if (has_avx512()) return block_norm_sum_ef_avx512(load.grad, load.residual, begin, end, kind);
+  }
+#endif
+  return block_norm_sum(load, begin, end, kind);
+}
+
 template <class T>
 double block_norm_sum_dispatch(const LoadX<T>& load, int64_t begin, int64_t end, NormKind kind) {
 #ifdef CK_AVX512
@@ -490,6 +557,15 @@ void sign_pack_ef(const G* grad, R* residual, int64_t size, float scale, uint8_t
     R* __restrict r = residual;
     uint8_t* __restrict out = bits;
     const A s = A(scale);
+#ifdef CK_AVX512
+    if constexpr (std::is_same_v<R, float> && kHasSignAvx512<G>) {
+      if (has_avx512()) {
+        const int64_t i0 = b0 * 8, i1 = i0 + (std::min(size, b1 * 8) - i0) / 16 * 16;
+        sign_pack_ef_avx512(g, r, i0, i1, scale, out);
+        b0 = i1 / 8;
+      }
+    }
+#endif
     for (int64_t b = b0; b < b1; ++b) {
       const int n = int(std::min<int64_t>(8, size - b * 8));
       uint32_t byte = 0;
