@@ -220,12 +220,15 @@ CK_AVX512 void natural_codes_avx512(const T* x, int64_t i0, int64_t n, const uin
     __m512i code = _mm512_mask_add_epi32(base, up, base, one);
     code = _mm512_mask_mov_epi32(code, _mm512_cmpge_epu32_mask(a, max_bits), _mm512_set1_epi32(127));
     const __mmask16 tiny = _mm512_cmplt_epu32_mask(a, min_bits);
-    const __m512 p = _mm512_mul_ps(_mm512_castsi512_ps(a), scale_tiny);  // exact
-    const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
-    const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
-    const __mmask16 tiny_up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), plo, _CMP_LT_OQ) |
-                                        (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), phi, _CMP_LT_OQ) << 8));
-    code = _mm512_mask_mov_epi32(code, tiny, _mm512_maskz_mov_epi32(tiny_up, one));
+    code = _mm512_mask_mov_epi32(code, tiny, _mm512_setzero_si512());  // zeros (and tiny values rounded down)
+    if (_mm512_mask_test_epi32_mask(tiny, a, a)) {  // rare: nonzero values below 2^kNaturalMinExp
+      const __m512 p = _mm512_mul_ps(_mm512_castsi512_ps(a), scale_tiny);  // exact
+      const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
+      const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
+      const __mmask16 tiny_up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), plo, _CMP_LT_OQ) |
+                                          (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), phi, _CMP_LT_OQ) << 8));
+      code = _mm512_mask_mov_epi32(code, tiny & tiny_up, one);
+    }
     const __mmask16 negative = _mm512_cmplt_epi32_mask(b, _mm512_setzero_si512()) & _mm512_test_epi32_mask(code, code);
     code = _mm512_mask_or_epi32(code, negative, code, _mm512_set1_epi32(0x80));
     code = _mm512_maskz_mov_epi32(_mm512_cmple_epu32_mask(a, nan_above), code);  // NaN: 0
