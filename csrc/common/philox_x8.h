@@ -14,12 +14,38 @@
 
 namespace ck {
 
-// The ten rounds on G groups of 8 counters (c0[g], c1[g], c2[g], c3[g]: low halves of 64-bit lanes).
+// The ten rounds on G groups of 8 counters (a[g] in the low halves of 64-bit lanes; the other three
+// counter words b, step, step >> 32 the same in every lane), leaving the output words in c0..c3. As the
+// counter's last three words are lane-invariant, half of the first two rounds is scalar: round 1's
+// product of counter word 2, round 2's of word 0 (then a round-1 output of scalars only).
 template <int G>
-CK_AVX512 inline void philox_rounds_x8(__m512i* c0, __m512i* c1, __m512i* c2, __m512i* c3, uint64_t seed) {
-  const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
+CK_AVX512 inline void philox_x8(const __m512i* a, uint32_t b, uint64_t step, uint64_t seed, __m512i* c0, __m512i* c1,
+                                __m512i* c2, __m512i* c3) {
+  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+  const __m512i m0 = _mm512_set1_epi64(M0), m1 = _mm512_set1_epi64(M1);
   uint32_t key0 = uint32_t(seed), key1 = uint32_t(seed >> 32);
-  for (int round = 0; round < 10; ++round) {
+  // round 1: (a, b, s0, s1) -> (hi(M1 s0) ^ b ^ k0, lo(M1 s0), hi(M0 a) ^ s1 ^ k1, lo(M0 a))
+  const uint64_t q1 = uint64_t(M1) * uint32_t(step);
+  const uint32_t r1c0 = uint32_t(q1 >> 32) ^ b ^ key0, r1c1 = uint32_t(q1);
+  const __m512i r1k = _mm512_set1_epi64(uint32_t(step >> 32) ^ key1);
+  key0 += W0;
+  key1 += W1;
+  // round 2: (r1c0, r1c1, v2, v3) -> (hi(M1 v2) ^ r1c1 ^ k0, lo(M1 v2), hi(M0 r1c0) ^ v3 ^ k1, lo(M0 r1c0))
+  const uint64_t q0 = uint64_t(M0) * r1c0;
+  const __m512i r2k0 = _mm512_set1_epi64(r1c1 ^ key0), r2k1 = _mm512_set1_epi64(uint32_t(q0 >> 32) ^ key1);
+  const __m512i r2c3 = _mm512_set1_epi64(uint32_t(q0));
+  for (int g = 0; g < G; ++g) {
+    const __m512i p0 = _mm512_mul_epu32(a[g], m0);
+    const __m512i v2 = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), r1k);  // v3 = p0 (low half)
+    const __m512i p1 = _mm512_mul_epu32(v2, m1);
+    c0[g] = _mm512_xor_si512(_mm512_srli_epi64(p1, 32), r2k0);
+    c1[g] = p1;
+    c2[g] = _mm512_xor_si512(p0, r2k1);
+    c3[g] = r2c3;
+  }
+  key0 += W0;
+  key1 += W1;
+  for (int round = 2; round < 10; ++round) {
     const __m512i k0 = _mm512_set1_epi64(key0), k1 = _mm512_set1_epi64(key1);
     for (int g = 0; g < G; ++g) {
       const __m512i p0 = _mm512_mul_epu32(c0[g], m0), p1 = _mm512_mul_epu32(c2[g], m1);
@@ -28,8 +54,8 @@ CK_AVX512 inline void philox_rounds_x8(__m512i* c0, __m512i* c1, __m512i* c2, __
       c1[g] = p1;  // lo1 in the low half
       c3[g] = p0;  // lo0
     }
-    key0 += 0x9E3779B9u;
-    key1 += 0xBB67AE85u;
+    key0 += W0;
+    key1 += W1;
   }
 }
 
@@ -38,14 +64,9 @@ CK_AVX512 inline void philox_rounds_x8(__m512i* c0, __m512i* c1, __m512i* c2, __
 template <int G>
 CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0, uint32_t b, uint32_t* words) {
   const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-  __m512i c0[G], c1[G], c2[G], c3[G];
-  for (int g = 0; g < G; ++g) {
-    c0[g] = _mm512_add_epi64(_mm512_set1_epi64(int64_t(a0) + 8 * g), lane);
-    c1[g] = _mm512_set1_epi64(b);
-    c2[g] = _mm512_set1_epi64(uint32_t(step));
-    c3[g] = _mm512_set1_epi64(uint32_t(step >> 32));
-  }
-  philox_rounds_x8<G>(c0, c1, c2, c3, seed);
+  __m512i a[G], c0[G], c1[G], c2[G], c3[G];
+  for (int g = 0; g < G; ++g) a[g] = _mm512_add_epi64(_mm512_set1_epi64(int64_t(a0) + 8 * g), lane);
+  philox_x8<G>(a, b, step, seed, c0, c1, c2, c3);
   const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
   for (int g = 0; g < G; ++g) {
     // 64-bit lanes (v0, v1) and (v2, v3) of each counter, then counter by counter
@@ -58,14 +79,10 @@ CK_AVX512 inline void philox_words_x8(uint64_t seed, uint64_t step, uint32_t a0,
 
 // philox(seed, step, a_l, b).v[0] for the 16 counters a_l of a (lanes in order): two groups of 8.
 CK_AVX512 inline __m512i philox_v0_x16(uint64_t seed, uint64_t step, __m512i a, uint32_t b) {
-  __m512i c0[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(a)), _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(a, 1))};
-  __m512i c1[2], c2[2], c3[2];
-  for (int g = 0; g < 2; ++g) {
-    c1[g] = _mm512_set1_epi64(b);
-    c2[g] = _mm512_set1_epi64(uint32_t(step));
-    c3[g] = _mm512_set1_epi64(uint32_t(step >> 32));
-  }
-  philox_rounds_x8<2>(c0, c1, c2, c3, seed);
+  const __m512i lanes[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(a)),
+                            _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(a, 1))};
+  __m512i c0[2], c1[2], c2[2], c3[2];
+  philox_x8<2>(lanes, b, step, seed, c0, c1, c2, c3);
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c0[0])), _mm512_cvtepi64_epi32(c0[1]), 1);
 }
 

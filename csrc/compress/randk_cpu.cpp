@@ -57,17 +57,12 @@ CK_AVX512 inline void encrypt_x16(const FeistelPermutation& perm, __m512i* word)
     __m512i* from = r % 2 == 0 ? lo : hi;  // even rounds: hi ^= F(lo); odd rounds: lo ^= F(hi)
     __m512i* into = r % 2 == 0 ? hi : lo;
     const __m512i mask = r % 2 == 0 ? hi_mask : lo_mask;
-    __m512i c0[2 * V], c1[2 * V], c2[2 * V], c3[2 * V];
+    __m512i a[2 * V], c0[2 * V], c1[2 * V], c2[2 * V], c3[2 * V];
     for (int v = 0; v < V; ++v) {
-      c0[2 * v] = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(from[v]));
-      c0[2 * v + 1] = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(from[v], 1));
+      a[2 * v] = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(from[v]));
+      a[2 * v + 1] = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(from[v], 1));
     }
-    for (int g = 0; g < 2 * V; ++g) {
-      c1[g] = _mm512_set1_epi64(r);
-      c2[g] = _mm512_set1_epi64(uint32_t(perm.step));
-      c3[g] = _mm512_set1_epi64(uint32_t(perm.step >> 32));
-    }
-    philox_rounds_x8<2 * V>(c0, c1, c2, c3, perm.seed);
+    philox_x8<2 * V>(a, r, perm.step, perm.seed, c0, c1, c2, c3);
     for (int v = 0; v < V; ++v) {
       const __m512i f = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c0[2 * v])),
                                            _mm512_cvtepi64_epi32(c0[2 * v + 1]), 1);
