@@ -624,6 +624,8 @@ for name, a in (("float32", torch.from_numpy(x)), ("bfloat16", torch.from_numpy(
     arrays = list(compress.terngrad(finite, 1, 2)[:2]) + list(compress.qsgd(finite, 7, 1, 2, 100)[:2])
     arrays += list(compress.qsgd_ef_(finite, residual, 7, 3, 4, 100)[:2]) + [residual]
     arrays += list(compress.terngrad_ef_(finite, residual, 3, 4)[:2]) + [residual]
+    for scale in ("l1", "l2", None):  # float32 residual: the AVX-512 scale and sign/residual passes
+        arrays += list(compress.sign_compress_ef_(finite, residual, scale)[:2]) + [residual]
     arrays += [compress.natural_compress(a, 1, 2).codes]
     if name == "float32":
         arrays += [compress.stochastic_round(a, t, 1, 2).view(torch.int16) for t in ("bfloat16", "float16")]
