@@ -292,11 +292,11 @@ CK_AVX512 double l2_sum_avx512(const T* x, int64_t begin, int64_t end) {
   return sum;
 }
 
-// QSGD codes (w <= 8 bits: one byte each) of n elements of x from element i0, given each element's norm
-// and word: the operations of qsgd_codes_avx512, stored as bytes.
-template <class T>
+// QSGD codes of n elements of x from element i0, given each element's norm and word: the operations of
+// qsgd_codes_avx512, stored as C (uint8_t for w <= 8 bits, uint16_t for w <= 16).
+template <class T, class C>
 CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
-                                      int64_t levels, uint8_t* codes) {
+                                      int64_t levels, C* codes) {
   const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
   const __m512d two32 = _mm512_set1_pd(4294967296.0);
   const __m512i one = _mm512_set1_epi32(1), top = _mm512_set1_epi32(int(levels));
@@ -319,9 +319,13 @@ CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const f
     const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512i code = _mm512_mask_or_epi32(_mm512_slli_epi32(xi, 1), negative, _mm512_slli_epi32(xi, 1), one);
     const __mmask16 keep = valid & _mm512_test_epi32_mask(xi, xi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + k), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(keep, code)));
+    const __m512i kept = _mm512_maskz_mov_epi32(keep, code);
+    if constexpr (sizeof(C) == 1)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + k), _mm512_cvtepi32_epi8(kept));
+    else
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + k), _mm512_cvtepi32_epi16(kept));
   }
-  for (; k < n; ++k) codes[k] = uint8_t(qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]));
+  for (; k < n; ++k) codes[k] = C(qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]));
 }
 
 // Packs n byte codes of w <= 8 bits (n a multiple of 8, or the message's last codes, zero-padded to 8
@@ -345,8 +349,30 @@ CK_AVX512 inline int64_t pack_code_bytes_bmi2(const uint8_t* codes, int64_t n, i
   return o;
 }
 
+// The same for codes of 9 <= w <= 16 bits in uint16_t: four codes per pext (4 w <= 64 bits), eight codes
+// are w <= 16 bytes (out has 16 bytes of slack past the packed codes).
+CK_AVX512 inline int64_t pack_code_words_bmi2(const uint16_t* codes, int64_t n, int w, uint8_t* out) {
+  const uint64_t mask = 0x0001000100010001ull * ((1u << w) - 1u);
+  int64_t o = 0, k = 0;
+  uint16_t last[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (; k < n; k += 8, o += w) {
+    const uint16_t* group = codes + k;
+    if (n - k < 8) {  // the message's last codes, zero-padded to eight
+      std::memcpy(last, codes + k, size_t(n - k) * 2);
+      group = last;
+    }
+    uint64_t lo, hi;
+    std::memcpy(&lo, group, 8);
+    std::memcpy(&hi, group + 4, 8);
+    const unsigned __int128 packed = (unsigned __int128)_pext_u64(lo, mask) | (unsigned __int128)_pext_u64(hi, mask) << (4 * w);
+    std::memcpy(out + o, &packed, 16);
+    if (n - k < 8) return o + ((n - k) * w + 7) / 8;
+  }
+  return o;
+}
+
 // QSGD of the elements [begin, end) (begin a multiple of 8 and a bucket start; end the message's end or
-// a multiple of 8 and a bucket start), w <= 8: the buckets' norms, then their codes while they are in
+// a multiple of 8 and a bucket start), w <= 16: the buckets' norms, then their codes while they are in
 // cache, in tiles of 4 kDrawTile elements packed in a local buffer and copied out whole.
 template <class T>
 CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t levels, int64_t bucket_size,
@@ -358,7 +384,8 @@ CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t
   alignas(64) uint32_t words[kTile];
   alignas(64) float norm_of[kTile];
   alignas(64) uint8_t code_of[kTile];
-  alignas(64) uint8_t packed[kTile + 16];
+  alignas(64) uint16_t code16_of[kTile];
+  alignas(64) uint8_t packed[2 * kTile + 16];
   for (int64_t t = begin; t < end; t += kTile) {
     const int64_t n = std::min(kTile, end - t);
     fill_draws_avx512(seed, step, kTagQsgd, uint64_t(t / 4), (n + 3) / 4, words);
@@ -367,8 +394,14 @@ CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t
       std::fill(norm_of + (i - t), norm_of + (stop - t), norms[b]);
       i = stop;
     }
-    qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code_of);
-    const int64_t bytes = pack_code_bytes_bmi2(code_of, n, w, packed);
+    int64_t bytes;
+    if (w <= 8) {
+      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code_of);
+      bytes = pack_code_bytes_bmi2(code_of, n, w, packed);
+    } else {
+      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code16_of);
+      bytes = pack_code_words_bmi2(code16_of, n, w, packed);
+    }
     std::memcpy(codes + t / 8 * w, packed, size_t(bytes));
   }
 }
@@ -692,7 +725,7 @@ void qsgd_run(const Load& load, int64_t size, int64_t levels, int64_t bucket_siz
       if constexpr (kIsLoadX<Load> && std::is_same_v<R, float>) {
         using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
         if constexpr (kHasSignAvx512<T>) {
-          if (has_avx512() && !residual && qsgd_code_bits(levels) <= 8) {
+          if (has_avx512() && !residual && qsgd_code_bits(levels) <= 16) {
             // whole units at a time: a bucket never straddles two calls
             const int64_t step_units = std::max<int64_t>(1, (1 << 13) / unit);
             for (int64_t u = u0; u < u1; u += step_units)
