@@ -622,8 +622,11 @@ for name, a in (("float32", torch.from_numpy(x)), ("bfloat16", torch.from_numpy(
         out[f"{name} finite {scale}"] = [hashlib.sha256(m.bits.numpy().tobytes()).hexdigest(), m.scale.numpy().tobytes().hex()]
     residual = torch.from_numpy(rng.standard_normal(x.size).astype(np.float32))
     arrays = list(compress.terngrad(finite, 1, 2)[:2]) + list(compress.qsgd(finite, 7, 1, 2, 100)[:2])
+    arrays += list(compress.qsgd(finite, 300, 1, 2, 100)[:2])  # 10-bit codes
     arrays += list(compress.qsgd_ef_(finite, residual, 7, 3, 4, 100)[:2]) + [residual]
     arrays += list(compress.terngrad_ef_(finite, residual, 3, 4)[:2]) + [residual]
+    for scale in ("l1", "l2", None):  # float32 residual: the AVX-512 scale and sign/residual passes
+        arrays += list(compress.sign_compress_ef_(finite, residual, scale)[:2]) + [residual]
     arrays += [compress.natural_compress(a, 1, 2).codes]
     if name == "float32":
         arrays += [compress.stochastic_round(a, t, 1, 2).view(torch.int16) for t in ("bfloat16", "float16")]

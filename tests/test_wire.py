@@ -322,3 +322,66 @@ def test_large_delta_payload_parallel_decode_matches_the_sequential_parse():
             got = compress.unpack(np.frombuffer(bytes(data), np.uint8).copy())
             want = ref.decode_indices(bytes(data[start:]), idx.size, size, "delta")
             np.testing.assert_array_equal(got.indices, want)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_varint_gaps_of_every_length_match_reference(index_dtype):
+    # Gaps of 1 to 5 varint bytes mixed, and long runs of each: the 16-at-a-time encoder and decoder,
+    # their fall-backs (a 5-byte gap among 16) and the chunk boundaries all meet the reference bytes.
+    rng = np.random.default_rng(7)
+    widths = np.concatenate([rng.integers(0, 3, 3000), np.zeros(500, int), np.full(500, 1), np.full(300, 2),
+                             np.full(150, 3), rng.choice(4, 2000, p=[0.3, 0.3, 0.3, 0.1])])
+    widths[[1700, 2509, 5000]] = 4  # three 5-byte gaps, at different places in a group of 16
+    # w + 1 varint bytes: gaps from [2^(7w), 2^(7w) + 2^(7w - 2)) (small enough to sum below 2^31), 1 to 127 for w = 0
+    low = np.maximum(1, (1 << (7 * widths)) * (widths > 0))
+    high = np.where(widths == 0, 128, low + (1 << np.maximum(0, 7 * widths - 2)))
+    gaps = rng.integers(low, high)
+    idx = np.cumsum(gaps)
+    size = 2**31 - 1
+    assert idx[-1] < size and len(idx) == len(widths)
+    idx = idx.astype(index_dtype)
+    msg = SparseMsg(rng.standard_normal(idx.size).astype(np.float32), idx, size)
+    buf = compress.pack(msg, "delta")
+    assert buf.tobytes() == ref.pack(msg.values.tobytes(), "float32", idx, size, "delta")
+    got = compress.unpack(buf)
+    np.testing.assert_array_equal(got.indices, idx)
+    np.testing.assert_array_equal(got.values, msg.values)
+
+
+WIRE_DISPATCH_SCRIPT = r"""
+import hashlib, numpy as np
+from commkernels import compress
+rng = np.random.default_rng(11)
+out = []
+for size, k in ((1000, 400), (10**6, 10**4), (3 * 10**6, 150_000), (2**31 - 1, 5000)):
+    idx = np.unique(rng.integers(0, size, k))
+    for dtype in (np.int32, np.int64):
+        msg = compress.SparseMsg(rng.standard_normal(idx.size).astype(np.float32), idx.astype(dtype), size)
+        buf = compress.pack(msg, "delta")
+        out.append(hashlib.sha256(buf.tobytes()).hexdigest())
+        for _ in range(20):  # corrupted payloads: the same indices or the same error
+            bad = buf.copy()
+            pos = rng.integers(40 + 4 * idx.size, bad.size, 2)
+            bad[pos] = rng.integers(0, 256, 2)
+            try:
+                out.append(hashlib.sha256(compress.unpack(bad).indices.tobytes()).hexdigest())
+            except ValueError as error:
+                out.append(str(error))
+print("\n".join(out))
+"""
+
+
+def test_wire_avx512_paths_match_baseline_paths():
+    import os
+    import subprocess
+    import sys
+
+    def run(disable: bool) -> str:
+        env = dict(os.environ)
+        env.pop("COMMKERNELS_DISABLE_AVX512", None)
+        if disable:
+            env["COMMKERNELS_DISABLE_AVX512"] = "1"
+        return subprocess.run([sys.executable, "-c", WIRE_DISPATCH_SCRIPT], env=env, capture_output=True, text=True,
+                              check=True).stdout
+
+    assert run(False) == run(True)

@@ -15,24 +15,36 @@ namespace {
 // (so that walking 64 messages stays streaming), small enough to stay in L2.
 constexpr int64_t kTile = int64_t(1) << 15;
 
+// Every message's indices strictly ascending and in [0, size): (message, chunk) tasks in one parallel
+// loop (one parallel region, not one per message: each region costs a fork and a barrier, which with
+// many messages, or on a loaded machine, adds up). The error names the first bad message, in order.
 template <class Index>
 void check_indices(const std::vector<Array>& indices, int64_t size) {
+  struct Task {
+    int64_t message, begin, end;
+  };
+  std::vector<Task> tasks;
   for (size_t m = 0; m < indices.size(); ++m) {
-    const Index* idx = static_cast<const Index*>(indices[m].data);
     const int64_t k = indices[m].size;
-    const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(64, k / (1 << 15))));
-    std::vector<char> bad(size_t(chunks), 0);
-    parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, k / (1 << 15)));
+    for (int64_t c = 0; c < chunks; ++c)
+      tasks.push_back(Task{int64_t(m), k / chunks * c + std::min(c, k % chunks), k / chunks * (c + 1) + std::min(c + 1, k % chunks)});
+  }
+  std::vector<char> bad(tasks.size(), 0);
+  parallel_for(int64_t(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const Task task = tasks[size_t(t)];
+      const Index* idx = static_cast<const Index*>(indices[size_t(task.message)].data);
       bool ok = true;
-      int64_t prev = begin == 0 ? -1 : int64_t(idx[begin - 1]);
-      for (int64_t j = begin; j < end; ++j) {
+      int64_t prev = task.begin == 0 ? -1 : int64_t(idx[task.begin - 1]);
+      for (int64_t j = task.begin; j < task.end; ++j) {
         ok &= (int64_t(idx[j]) > prev) & (int64_t(idx[j]) < size);
         prev = int64_t(idx[j]);
       }
-      bad[size_t(c)] = !ok;
-    });
-    for (char b : bad) check(!b, bad_indices_message(int64_t(m), size));
-  }
+      bad[size_t(t)] = !ok;
+    }
+  });
+  for (size_t t = 0; t < tasks.size(); ++t) check(!bad[t], bad_indices_message(tasks[t].message, size));
 }
 
 template <class T, class Index>

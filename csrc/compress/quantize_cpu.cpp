@@ -10,8 +10,9 @@
 #include <vector>
 
 #include "../common/cpu_features.h"
+#include "../common/fresh_pages.h"
 #include "../common/parallel.h"
-#include "../common/philox_x16.h"
+#include "../common/philox_x8.h"
 #include "quantize.h"
 #include "quantize_api.h"
 
@@ -102,28 +103,16 @@ constexpr int64_t kDrawTile = 64;  // Philox blocks per tile: 256 elements
 
 #ifdef CK_AVX512
 CK_AVX512 void fill_draws_avx512(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
+  for (; k + 32 <= n; k += 32) {
     const uint64_t q = q0 + uint64_t(k);
-    if ((q >> 32) != ((q + 15) >> 32)) break;  // b differs across the lanes: leave it to the scalar loop
-    const Philox4x32x16 r = philox_x16(seed, step, _mm512_add_epi32(_mm512_set1_epi32(int(uint32_t(q))), lane),
-                                       (tag << 24) | uint32_t(q >> 32));
-    const __m512i c0 = r.v[0], c1 = r.v[1], c2 = r.v[2], c3 = r.v[3];
-    // interleave (c0, c1, c2, c3) lane by lane: words[4 l + j] = c_j[l]
-    const __m512i a01lo = _mm512_unpacklo_epi32(c0, c1), a01hi = _mm512_unpackhi_epi32(c0, c1);
-    const __m512i a23lo = _mm512_unpacklo_epi32(c2, c3), a23hi = _mm512_unpackhi_epi32(c2, c3);
-    // per 128-bit lane: x0 = (l0 words, l1 words), x1 = (l2, l3) in lane order
-    const __m512i x0 = _mm512_unpacklo_epi64(a01lo, a23lo), x1 = _mm512_unpackhi_epi64(a01lo, a23lo);
-    const __m512i x2 = _mm512_unpacklo_epi64(a01hi, a23hi), x3 = _mm512_unpackhi_epi64(a01hi, a23hi);
-    // x0 holds lanes 4t, x1 lanes 4t+1, x2 lanes 4t+2, x3 lanes 4t+3 of each 128-bit block t
-    alignas(64) uint32_t tmp[4][16];
-    _mm512_store_si512(tmp[0], x0);
-    _mm512_store_si512(tmp[1], x1);
-    _mm512_store_si512(tmp[2], x2);
-    _mm512_store_si512(tmp[3], x3);
-    for (int t = 0; t < 4; ++t)
-      for (int r = 0; r < 4; ++r) memcpy(words + 4 * (k + 4 * t + r), &tmp[r][4 * t], 16);
+    if ((q >> 32) != ((q + 31) >> 32)) break;  // b differs across the counters: leave it to the scalar loop
+    philox_words_x8<4>(seed, step, uint32_t(q), (tag << 24) | uint32_t(q >> 32), words + 4 * k);
+  }
+  for (; k + 8 <= n; k += 8) {
+    const uint64_t q = q0 + uint64_t(k);
+    if ((q >> 32) != ((q + 7) >> 32)) break;
+    philox_words_x8<1>(seed, step, uint32_t(q), (tag << 24) | uint32_t(q >> 32), words + 4 * k);
   }
   for (; k < n; ++k) {
     const Philox4x32 block = quant_draws(seed, step, tag, q0 + uint64_t(k));
@@ -231,12 +220,15 @@ CK_AVX512 void natural_codes_avx512(const T* x, int64_t i0, int64_t n, const uin
     __m512i code = _mm512_mask_add_epi32(base, up, base, one);
     code = _mm512_mask_mov_epi32(code, _mm512_cmpge_epu32_mask(a, max_bits), _mm512_set1_epi32(127));
     const __mmask16 tiny = _mm512_cmplt_epu32_mask(a, min_bits);
-    const __m512 p = _mm512_mul_ps(_mm512_castsi512_ps(a), scale_tiny);  // exact
-    const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
-    const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
-    const __mmask16 tiny_up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), plo, _CMP_LT_OQ) |
-                                        (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), phi, _CMP_LT_OQ) << 8));
-    code = _mm512_mask_mov_epi32(code, tiny, _mm512_maskz_mov_epi32(tiny_up, one));
+    code = _mm512_mask_mov_epi32(code, tiny, _mm512_setzero_si512());  // zeros (and tiny values rounded down)
+    if (_mm512_mask_test_epi32_mask(tiny, a, a)) {  // rare: nonzero values below 2^kNaturalMinExp
+      const __m512 p = _mm512_mul_ps(_mm512_castsi512_ps(a), scale_tiny);  // exact
+      const __m512d plo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(p)), two32);
+      const __m512d phi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))), two32);
+      const __mmask16 tiny_up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), plo, _CMP_LT_OQ) |
+                                          (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), phi, _CMP_LT_OQ) << 8));
+      code = _mm512_mask_mov_epi32(code, tiny & tiny_up, one);
+    }
     const __mmask16 negative = _mm512_cmplt_epi32_mask(b, _mm512_setzero_si512()) & _mm512_test_epi32_mask(code, code);
     code = _mm512_mask_or_epi32(code, negative, code, _mm512_set1_epi32(0x80));
     code = _mm512_maskz_mov_epi32(_mm512_cmple_epu32_mask(a, nan_above), code);  // NaN: 0
@@ -267,6 +259,154 @@ CK_AVX512 void stochastic_round_bf16_avx512(const float* x, int64_t n, const uin
 }
 #endif
 
+#ifdef CK_AVX512
+// The L2 norm sum of block_norm_sum over [begin, end) of float32/bfloat16 x: the same 16 lanes (two vectors
+// of 8 doubles), the tail (fewer than 16 elements) through a masked load into lanes 0.. in order (the
+// masked-off lanes add +0.0, which changes no lane: every lane is >= +0). Bitwise block_norm_sum's l2.
+CK_AVX512 inline void add_squares_avx512(__m512 v, __m512d& lo, __m512d& hi) {
+  const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  lo = _mm512_add_pd(lo, _mm512_mul_round_pd(a, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  hi = _mm512_add_pd(hi, _mm512_mul_round_pd(b, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+template <class T>
+CK_AVX512 double l2_sum_avx512(const T* x, int64_t begin, int64_t end) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) add_squares_avx512(load16_avx512(x + i), lo, hi);
+  if (i < end) {
+    const __mmask16 m = __mmask16((1u << (end - i)) - 1u);
+    if constexpr (std::is_same_v<T, float>) {
+      add_squares_avx512(_mm512_maskz_loadu_ps(m, x + i), lo, hi);
+    } else {
+      const __m256i h = _mm256_maskz_loadu_epi16(m, x + i);
+      add_squares_avx512(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)), lo, hi);
+    }
+  }
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+// QSGD codes of n elements of x from element i0, given each element's norm and word: the operations of
+// qsgd_codes_avx512, stored as C (uint8_t for w <= 8 bits, uint16_t for w <= 16).
+template <class T, class C>
+CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
+                                      int64_t levels, C* codes) {
+  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
+  const __m512d two32 = _mm512_set1_pd(4294967296.0);
+  const __m512i one = _mm512_set1_epi32(1), top = _mm512_set1_epi32(int(levels));
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = load16_avx512(x + i0 + k), nv = _mm512_loadu_ps(norm + k);
+    const __m512 r = _mm512_div_ps(_mm512_mul_ps(_mm512_and_ps(v, sign_mask), l), nv);
+    const __mmask16 valid = _mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __mmask16 big = _mm512_cmp_ps_mask(r, l, _CMP_NLT_UQ);  // r >= levels or NaN
+    const __m512 low = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(r, low);
+    const __m512i w = _mm512_loadu_si512(words + k);
+    const __m512d flo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)), two32);
+    const __m512d fhi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))), two32);
+    const __mmask16 up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), flo, _CMP_LT_OQ) |
+                                   (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), fhi, _CMP_LT_OQ) << 8));
+    const __m512i base = _mm512_maskz_cvttps_epu32(__mmask16(~big), low);
+    __m512i xi = _mm512_mask_add_epi32(base, up & __mmask16(~big), base, one);
+    xi = _mm512_mask_mov_epi32(xi, big, top);
+    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512i code = _mm512_mask_or_epi32(_mm512_slli_epi32(xi, 1), negative, _mm512_slli_epi32(xi, 1), one);
+    const __mmask16 keep = valid & _mm512_test_epi32_mask(xi, xi);
+    const __m512i kept = _mm512_maskz_mov_epi32(keep, code);
+    if constexpr (sizeof(C) == 1)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + k), _mm512_cvtepi32_epi8(kept));
+    else
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + k), _mm512_cvtepi32_epi16(kept));
+  }
+  for (; k < n; ++k) codes[k] = C(qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]));
+}
+
+// Packs n byte codes of w <= 8 bits (n a multiple of 8, or the message's last codes, zero-padded to 8
+// here) LSB first: eight codes are w bytes, one pext of their eight bytes.
+CK_AVX512 inline int64_t pack_code_bytes_bmi2(const uint8_t* codes, int64_t n, int w, uint8_t* out) {
+  const uint64_t mask = 0x0101010101010101ull * ((1u << w) - 1u);
+  int64_t o = 0, k = 0;
+  for (; k + 8 <= n; k += 8, o += w) {
+    uint64_t v;
+    std::memcpy(&v, codes + k, 8);
+    const uint64_t packed = _pext_u64(v, mask);
+    std::memcpy(out + o, &packed, 8);  // out has 8 bytes of slack past the packed codes
+  }
+  if (k < n) {
+    uint64_t v = 0;
+    std::memcpy(&v, codes + k, size_t(n - k));
+    const uint64_t packed = _pext_u64(v, mask);
+    std::memcpy(out + o, &packed, 8);
+    o += ((n - k) * w + 7) / 8;
+  }
+  return o;
+}
+
+// The same for codes of 9 <= w <= 16 bits in uint16_t: four codes per pext (4 w <= 64 bits), eight codes
+// are w <= 16 bytes (out has 16 bytes of slack past the packed codes).
+CK_AVX512 inline int64_t pack_code_words_bmi2(const uint16_t* codes, int64_t n, int w, uint8_t* out) {
+  const uint64_t mask = 0x0001000100010001ull * ((1u << w) - 1u);
+  int64_t o = 0, k = 0;
+  uint16_t last[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (; k < n; k += 8, o += w) {
+    const uint16_t* group = codes + k;
+    if (n - k < 8) {  // the message's last codes, zero-padded to eight
+      std::memcpy(last, codes + k, size_t(n - k) * 2);
+      group = last;
+    }
+    uint64_t lo, hi;
+    std::memcpy(&lo, group, 8);
+    std::memcpy(&hi, group + 4, 8);
+    const unsigned __int128 packed = (unsigned __int128)_pext_u64(lo, mask) | (unsigned __int128)_pext_u64(hi, mask) << (4 * w);
+    std::memcpy(out + o, &packed, 16);
+    if (n - k < 8) return o + ((n - k) * w + 7) / 8;
+  }
+  return o;
+}
+
+// QSGD of the elements [begin, end) (begin a multiple of 8 and a bucket start; end the message's end or
+// a multiple of 8 and a bucket start), w <= 16: the buckets' norms, then their codes while they are in
+// cache, in tiles of 4 kDrawTile elements packed in a local buffer and copied out whole.
+template <class T>
+CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t levels, int64_t bucket_size,
+                                 uint64_t seed, uint64_t step, float* norms, uint8_t* codes) {
+  const int w = qsgd_code_bits(levels);
+  for (int64_t b = begin / bucket_size; b * bucket_size < end; ++b)
+    norms[b] = round_up_to_float(sqrt_acc(l2_sum_avx512(x, b * bucket_size, std::min(end, (b + 1) * bucket_size))));
+  constexpr int64_t kTile = 4 * kDrawTile;
+  alignas(64) uint32_t words[kTile];
+  alignas(64) float norm_of[kTile];
+  alignas(64) uint8_t code_of[kTile];
+  alignas(64) uint16_t code16_of[kTile];
+  alignas(64) uint8_t packed[2 * kTile + 16];
+  for (int64_t t = begin; t < end; t += kTile) {
+    const int64_t n = std::min(kTile, end - t);
+    fill_draws_avx512(seed, step, kTagQsgd, uint64_t(t / 4), (n + 3) / 4, words);
+    for (int64_t i = t; i < t + n;) {  // each element's bucket norm, a bucket segment at a time
+      const int64_t b = i / bucket_size, stop = std::min(t + n, (b + 1) * bucket_size);
+      std::fill(norm_of + (i - t), norm_of + (stop - t), norms[b]);
+      i = stop;
+    }
+    int64_t bytes;
+    if (w <= 8) {
+      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code_of);
+      bytes = pack_code_bytes_bmi2(code_of, n, w, packed);
+    } else {
+      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code16_of);
+      bytes = pack_code_words_bmi2(code16_of, n, w, packed);
+    }
+    std::memcpy(codes + t / 8 * w, packed, size_t(bytes));
+  }
+}
+#endif
+
 void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t n, uint32_t* words) {
 #ifdef CK_AVX512
   if (has_avx512()) return fill_draws_avx512(seed, step, tag, q0, n, words);
@@ -275,6 +415,73 @@ void fill_draws(uint64_t seed, uint64_t step, uint32_t tag, uint64_t q0, int64_t
     const Philox4x32 block = quant_draws(seed, step, tag, q0 + uint64_t(k));
     memcpy(words + 4 * k, block.v, 16);
   }
+}
+
+#ifdef CK_AVX512
+// block_norm_sum of p = residual + grad (float32 residual, float32 or bfloat16 grad): p in float32 as
+// LoadSum computes it, then block_norm_sum's 16 double lanes; the tail through masked loads (the lanes
+// past the end get p = +0, which adds nothing).
+CK_AVX512 inline void add_norm_terms_avx512(__m512 p, NormKind kind, __m512d& lo, __m512d& hi) {
+  if (kind == NormKind::l1) p = _mm512_and_ps(p, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)));
+  __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(p));
+  __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
+  if (kind == NormKind::l2) {
+    a = _mm512_mul_round_pd(a, a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    b = _mm512_mul_round_pd(b, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  lo = _mm512_add_pd(lo, a);
+  hi = _mm512_add_pd(hi, b);
+}
+
+template <class G>
+CK_AVX512 __m512 load16_masked_avx512(const G* x, __mmask16 m) {
+  if constexpr (std::is_same_v<G, float>) {
+    return _mm512_maskz_loadu_ps(m, x);
+  } else {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x)), 16));
+  }
+}
+
+template <class G>
+CK_AVX512 double block_norm_sum_ef_avx512(const G* g, const float* r, int64_t begin, int64_t end, NormKind kind) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) add_norm_terms_avx512(_mm512_add_ps(_mm512_loadu_ps(r + i), load16_avx512(g + i)), kind, lo, hi);
+  if (i < end) {
+    const __mmask16 m = __mmask16((1u << (end - i)) - 1u);
+    add_norm_terms_avx512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, r + i), load16_masked_avx512(g + i, m)), kind, lo, hi);
+  }
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+// sign_pack_ef's loop on the elements [i0, i1) (a multiple of 16 of them, i0 a multiple of 8): p = r + g,
+// its sign bits, r <- p - (p < 0 ? -scale : scale), 16 at a time.
+template <class G>
+CK_AVX512 void sign_pack_ef_avx512(const G* g, float* r, int64_t i0, int64_t i1, float scale, uint8_t* bits) {
+  const __m512 plus = _mm512_set1_ps(scale), minus = _mm512_set1_ps(-scale);
+  for (int64_t i = i0; i < i1; i += 16) {
+    const __m512 p = _mm512_add_ps(_mm512_loadu_ps(r + i), load16_avx512(g + i));
+    const __mmask16 negative = _mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_LT_OQ);
+    _mm512_storeu_ps(r + i, _mm512_sub_ps(p, _mm512_mask_blend_ps(negative, plus, minus)));
+    const uint16_t m = negative;
+    memcpy(bits + i / 8, &m, 2);
+  }
+}
+#endif
+
+template <class G>
+double block_norm_sum_dispatch(const LoadSum<G, float>& load, int64_t begin, int64_t end, NormKind kind) {
+#ifdef CK_AVX512
+  if constexpr (kHasSignAvx512<G>) {
+    if (has_avx512()) return block_norm_sum_ef_avx512(load.grad, load.residual, begin, end, kind);
+  }
+#endif
+  return block_norm_sum(load, begin, end, kind);
 }
 
 template <class T>
@@ -340,29 +547,40 @@ float max_magnitude(const Load& load, int64_t size) {
 
 // ---- sign -----------------------------------------------------------------------------------------------
 
-template <class Load>
-void sign_pack(const Load& load, int64_t size, uint8_t* bits) {
-  parallel_for((size + 7) / 8, kByteGrain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) bits[b] = sign_byte(load, b, size);
-  });
+// The bits [b0, b1) of x's signs (full bytes only: 8 b1 <= size).
+template <class T>
+void sign_bytes_full(const LoadX<T>& load, int64_t b0, int64_t b1, uint8_t* bits) {
+#ifdef CK_AVX512
+  if constexpr (kHasSignAvx512<T>) {
+    if (has_avx512()) return sign_pack_avx512(load.x, b0, b1, bits);
+  }
+#endif
+  for (int64_t b = b0; b < b1; ++b) {
+    uint32_t byte = 0;
+    for (int j = 0; j < 8; ++j) byte |= uint32_t(load(b * 8 + j) < 0) << j;
+    bits[b] = uint8_t(byte);
+  }
 }
 
+// sign_compress in one pass over x: each block of kNormBlock elements gives its partial sum (the
+// fixed-order sums of norm_total) and then its bits while it is still in cache (the bits do not depend
+// on the scale). Returns the scale.
 template <class T>
-void sign_pack(const LoadX<T>& load, int64_t size, uint8_t* bits) {
-  const int64_t full = size / 8;  // bytes of 8 elements; the last partial byte is done apart
-  parallel_for(full, kByteGrain, [&](int64_t b0, int64_t b1) {
-#ifdef CK_AVX512
-    if constexpr (kHasSignAvx512<T>) {
-      if (has_avx512()) return sign_pack_avx512(load.x, b0, b1, bits);
-    }
-#endif
-    for (int64_t b = b0; b < b1; ++b) {
-      uint32_t byte = 0;
-      for (int j = 0; j < 8; ++j) byte |= uint32_t(load(b * 8 + j) < 0) << j;
-      bits[b] = uint8_t(byte);
+float sign_compress_one_pass(const LoadX<T>& load, int64_t size, int kind, uint8_t* bits) {
+  const int64_t blocks = (size + kNormBlock - 1) / kNormBlock;
+  std::vector<double> partial(size_t(std::max<int64_t>(blocks, 1)), 0.0);
+  parallel_for(blocks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t begin = k * kNormBlock, end = std::min(size, begin + kNormBlock);
+      if (kind != 0) partial[size_t(k)] = block_norm_sum_dispatch(load, begin, end, NormKind(kind));
+      sign_bytes_full(load, begin / 8, end / 8, bits);  // kNormBlock is a multiple of 8
+      if (end == size && size % 8) bits[size / 8] = sign_byte(load, size / 8, size);
     }
   });
-  if (full * 8 < size) bits[full] = sign_byte(load, full, size);
+  if (kind == 0) return 1.0f;
+  double total = 0.0;
+  for (int64_t k = 0; k < blocks; ++k) total += partial[size_t(k)];
+  return sign_scale_from_total(total, size, NormKind(kind));
 }
 
 // One pass: p = residual + grad, its sign bit, residual <- p -+ scale. Locals (not the captured
@@ -375,6 +593,15 @@ void sign_pack_ef(const G* grad, R* residual, int64_t size, float scale, uint8_t
     R* __restrict r = residual;
     uint8_t* __restrict out = bits;
     const A s = A(scale);
+#ifdef CK_AVX512
+    if constexpr (std::is_same_v<R, float> && kHasSignAvx512<G>) {
+      if (has_avx512()) {
+        const int64_t i0 = b0 * 8, i1 = i0 + (std::min(size, b1 * 8) - i0) / 16 * 16;
+        sign_pack_ef_avx512(g, r, i0, i1, scale, out);
+        b0 = i1 / 8;
+      }
+    }
+#endif
     for (int64_t b = b0; b < b1; ++b) {
       const int n = int(std::min<int64_t>(8, size - b * 8));
       uint32_t byte = 0;
@@ -494,6 +721,21 @@ void qsgd_run(const Load& load, int64_t size, int64_t levels, int64_t bucket_siz
     // One pass: each unit's norms, then its codes while the unit is still in cache.
     const int64_t units = (size + unit - 1) / unit;
     parallel_for(units, std::max<int64_t>(1, (1 << 16) / unit), [&](int64_t u0, int64_t u1) {
+#ifdef CK_AVX512
+      if constexpr (kIsLoadX<Load> && std::is_same_v<R, float>) {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(load.x)>>;
+        if constexpr (kHasSignAvx512<T>) {
+          if (has_avx512() && !residual && qsgd_code_bits(levels) <= 16) {
+            // whole units at a time: a bucket never straddles two calls
+            const int64_t step_units = std::max<int64_t>(1, (1 << 13) / unit);
+            for (int64_t u = u0; u < u1; u += step_units)
+              qsgd_range_avx512(load.x, u * unit, std::min(size, std::min(u1, u + step_units) * unit), levels,
+                                bucket_size, seed, step, norms, codes);
+            return;
+          }
+        }
+      }
+#endif
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t begin = u * unit, end = std::min(size, begin + unit);
         for (int64_t b = begin / bucket_size; b * bucket_size < end; ++b)
@@ -555,12 +797,12 @@ void sign_compress(const Array& x, int scale_kind, const Array& bits, const Arra
   check_scale_kind(scale_kind);
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(bits, (x.size + 7) / 8, "bits");
+  advise_huge_pages(out, (x.size + 7) / 8);
   float* s = check_floats(scale, 1, "scale");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const LoadX<T> load{static_cast<const T*>(x.data)};
-    *s = sign_scale(load, x.size, scale_kind);
-    sign_pack(load, x.size, out);
+    *s = sign_compress_one_pass(load, x.size, scale_kind, out);
   });
 }
 
@@ -569,6 +811,7 @@ void sign_compress_ef(const Array& grad, const Array& residual, int scale_kind, 
   check_scale_kind(scale_kind);
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(bits, (grad.size + 7) / 8, "bits");
+  advise_huge_pages(out, (grad.size + 7) / 8);
   float* s = check_floats(scale, 1, "scale");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -587,6 +830,7 @@ void sign_decompress(const Array& bits, const Array& scale, const Array& out, St
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(sign_value(in[i / 8], int(i % 8), s)));
     });
@@ -596,6 +840,7 @@ void sign_decompress(const Array& bits, const Array& scale, const Array& out, St
 void terngrad(const Array& x, uint64_t seed, uint64_t step, const Array& codes, const Array& scale, Stream) {
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, (x.size + 3) / 4, "codes");
+  advise_huge_pages(out, (x.size + 3) / 4);
   float* s = check_floats(scale, 1, "scale");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -609,6 +854,7 @@ void terngrad_ef(const Array& grad, const Array& residual, uint64_t seed, uint64
                  const Array& scale, Stream) {
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, (grad.size + 3) / 4, "codes");
+  advise_huge_pages(out, (grad.size + 3) / 4);
   float* s = check_floats(scale, 1, "scale");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -627,6 +873,7 @@ void terngrad_decompress(const Array& codes, const Array& scale, const Array& ou
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 4, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(terngrad_value(in[i / 4], int(i % 4), s)));
     });
@@ -638,6 +885,7 @@ void qsgd(const Array& x, int64_t levels, int64_t bucket_size, uint64_t seed, ui
   check_qsgd_params(levels, bucket_size);
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, packed_bytes(x.size, qsgd_code_bits(levels)), "codes");
+  advise_huge_pages(out, packed_bytes(x.size, qsgd_code_bits(levels)));
   float* n = check_floats(norms, bucket_count(x.size, bucket_size), "norms");
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -651,6 +899,7 @@ void qsgd_ef(const Array& grad, const Array& residual, int64_t levels, int64_t b
   check_qsgd_params(levels, bucket_size);
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, packed_bytes(grad.size, qsgd_code_bits(levels)), "codes");
+  advise_huge_pages(out, packed_bytes(grad.size, qsgd_code_bits(levels)));
   float* n = check_floats(norms, bucket_count(grad.size, bucket_size), "norms");
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
@@ -672,6 +921,7 @@ void qsgd_decompress(const Array& codes, const Array& norms, int64_t levels, int
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for((size + 7) / 8, kByteGrain, [&](int64_t g0, int64_t g1) {
       BitReader reader{in + g0 * w, in + codes.size};
       for (int64_t i = g0 * 8, end = std::min(size, g1 * 8); i < end; ++i)
@@ -683,6 +933,7 @@ void qsgd_decompress(const Array& codes, const Array& norms, int64_t levels, int
 void natural_compress(const Array& x, uint64_t seed, uint64_t step, const Array& codes, Stream) {
   check_size_fits_int32(x.size, "x");
   uint8_t* out = check_bytes(codes, x.size, "codes");
+  advise_huge_pages(out, x.size);
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     natural_run(LoadX<T>{static_cast<const T*>(x.data)}, x.size, seed, step, out, static_cast<float*>(nullptr));
@@ -693,6 +944,7 @@ void natural_compress_ef(const Array& grad, const Array& residual, uint64_t seed
                          const Array& codes, Stream) {
   check_size_fits_int32(grad.size, "grad");
   uint8_t* out = check_bytes(codes, grad.size, "codes");
+  advise_huge_pages(out, grad.size);
   dispatch_grad_residual(grad, residual, [&](auto gtag, auto rtag) {
     using G = typename decltype(gtag)::type;
     using R = typename decltype(rtag)::type;
@@ -707,6 +959,7 @@ void natural_decompress(const Array& codes, const Array& out, Stream) {
   dispatch_float(out.dtype, "out", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data);
+    advise_huge_pages(o, out.size * int64_t(sizeof(T)));
     parallel_for(out.size, int64_t(kByteGrain) * 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) o[i] = from_acc<T>(acc_t<T>(natural_value(in[i])));
     });
@@ -717,6 +970,7 @@ void stochastic_round(const Array& x, uint64_t seed, uint64_t step, const Array&
   check_size_fits_int32(x.size, "x");
   const float* in = x.as<float>("x");
   check(out.size == x.size, "out: expected " + std::to_string(x.size) + " elements, got " + std::to_string(out.size));
+  advise_huge_pages(out.data, 2 * out.size);  // bfloat16 or float16 (checked below)
   const int64_t size = x.size;
   auto run = [&](auto* o, auto round) {
     parallel_for((size + 3) / 4, kByteGrain, [&](int64_t q0, int64_t q1) {

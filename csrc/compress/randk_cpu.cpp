@@ -6,7 +6,7 @@
 
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
-#include "../common/philox_x16.h"
+#include "../common/philox_x8.h"
 #include "api.h"
 #include "args.h"
 #include "randk.h"
@@ -41,42 +41,70 @@ void permute_range(const FeistelPermutation& perm, int64_t begin, int64_t end, i
 }
 
 #ifdef CK_AVX512
-// FeistelPermutation::encrypt on 16 words at once (words < 2^31).
-CK_AVX512 inline __m512i encrypt_x16(const FeistelPermutation& perm, __m512i word) {
+// FeistelPermutation::encrypt on V vectors of 16 words at once (words < 2^31). The V vectors' Philox
+// rounds are interleaved: one vector's rounds are a chain of dependent multiplies (latency-bound), V of
+// them keep the multiplier busy.
+template <int V>
+CK_AVX512 inline void encrypt_x16(const FeistelPermutation& perm, __m512i* word) {
   const unsigned lo_bits = unsigned(perm.lo_bits());
   const __m512i lo_mask = _mm512_set1_epi32(int(perm.lo_mask())), hi_mask = _mm512_set1_epi32(int(perm.hi_mask()));
-  __m512i hi = _mm512_srli_epi32(word, lo_bits), lo = _mm512_and_si512(word, lo_mask);
-  for (uint32_t r = 0; r < 4; ++r) {
-    if (r % 2 == 0)
-      hi = _mm512_xor_si512(hi, _mm512_and_si512(philox_x16(perm.seed, perm.step, lo, r).v[0], hi_mask));
-    else
-      lo = _mm512_xor_si512(lo, _mm512_and_si512(philox_x16(perm.seed, perm.step, hi, r).v[0], lo_mask));
+  __m512i hi[V], lo[V];
+  for (int v = 0; v < V; ++v) {
+    hi[v] = _mm512_srli_epi32(word[v], lo_bits);
+    lo[v] = _mm512_and_si512(word[v], lo_mask);
   }
-  return _mm512_or_si512(_mm512_slli_epi32(hi, lo_bits), lo);
+  for (uint32_t r = 0; r < 4; ++r) {
+    __m512i* from = r % 2 == 0 ? lo : hi;  // even rounds: hi ^= F(lo); odd rounds: lo ^= F(hi)
+    __m512i* into = r % 2 == 0 ? hi : lo;
+    const __m512i mask = r % 2 == 0 ? hi_mask : lo_mask;
+    __m512i a[2 * V], c0[2 * V], c1[2 * V], c2[2 * V], c3[2 * V];
+    for (int v = 0; v < V; ++v) {
+      a[2 * v] = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(from[v]));
+      a[2 * v + 1] = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(from[v], 1));
+    }
+    philox_x8<2 * V>(a, r, perm.step, perm.seed, c0, c1, c2, c3);
+    for (int v = 0; v < V; ++v) {
+      const __m512i f = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c0[2 * v])),
+                                           _mm512_cvtepi64_epi32(c0[2 * v + 1]), 1);
+      into[v] = _mm512_xor_si512(into[v], _mm512_and_si512(f, mask));
+    }
+  }
+  for (int v = 0; v < V; ++v) word[v] = _mm512_or_si512(_mm512_slli_epi32(hi[v], lo_bits), lo[v]);
 }
 
-// permute_range, 16 lanes at a time: a lane whose word is still >= size keeps walking; a lane that is
-// done emits its word and takes the next index.
+// permute_range, kVectors x 16 lanes at a time: a lane whose word is still >= size keeps walking; a lane
+// that is done emits its word and takes the next index.
 CK_AVX512 void permute_range_avx512(const FeistelPermutation& perm, int64_t begin, int64_t end, int32_t* out) {
+  constexpr int kVectors = 4;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i size = _mm512_set1_epi32(int(perm.size));  // size < 2^31
-  __m512i word = _mm512_setzero_si512();
-  __mmask16 live = 0;
+  __m512i word[kVectors];
+  __mmask16 live[kVectors];
+  for (int v = 0; v < kVectors; ++v) {
+    word[v] = _mm512_setzero_si512();
+    live[v] = 0;
+  }
   for (int64_t next = begin, o = begin;;) {
-    const __mmask16 free = __mmask16(~live);
-    const int take = int(std::min<int64_t>(__builtin_popcount(free), end - next));
-    if (take > 0) {  // free lanes take the next indices, in lane order
-      const __mmask16 filled = __mmask16(_pdep_u32((1u << take) - 1, free));
-      word = _mm512_mask_expand_epi32(word, filled, _mm512_add_epi32(_mm512_set1_epi32(int(next)), lane));
-      live = __mmask16(live | filled);
-      next += take;
+    bool any = false;
+    for (int v = 0; v < kVectors; ++v) {
+      const __mmask16 free = __mmask16(~live[v]);
+      const int take = int(std::min<int64_t>(__builtin_popcount(free), end - next));
+      if (take > 0) {  // free lanes take the next indices, in lane order
+        const __mmask16 filled = __mmask16(_pdep_u32((1u << take) - 1, free));
+        word[v] = _mm512_mask_expand_epi32(word[v], filled, _mm512_add_epi32(_mm512_set1_epi32(int(next)), lane));
+        live[v] = __mmask16(live[v] | filled);
+        next += take;
+      }
+      any |= live[v] != 0;
     }
-    if (!live) break;
-    word = encrypt_x16(perm, word);
-    const __mmask16 done = _mm512_mask_cmplt_epu32_mask(live, word, size);
-    _mm512_mask_compressstoreu_epi32(out + o, done, word);
-    o += __builtin_popcount(done);
-    live = __mmask16(live & ~done);
+    if (!any) break;
+    encrypt_x16<kVectors>(perm, word);
+    for (int v = 0; v < kVectors; ++v) {
+      const __mmask16 done = _mm512_mask_cmplt_epu32_mask(live[v], word[v], size);
+      _mm512_mask_compressstoreu_epi32(out + o, done, word[v]);
+      o += __builtin_popcount(done);
+      live[v] = __mmask16(live[v] & ~done);
+    }
   }
 }
 #endif

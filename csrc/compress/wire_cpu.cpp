@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "wire.h"
 #include "wire_api.h"
@@ -37,6 +39,184 @@ void with_indices(const Array& indices, F&& f) {
   throw TypeError(std::string("indices: expected int32 or int64, got ") + dtype_name(indices.dtype));
 }
 
+#ifdef CK_AVX512
+// The varint bytes of the gaps idx[j] - idx[j-1] for j in [j0, end) (16 or 8 at a time; the rest is left
+// to the caller: returns where it stopped), added to `bytes`; `ok` &= every index is above its
+// predecessor and below size.
+CK_AVX512 inline int64_t varint_bytes_x16(__m512i gap) {
+  return 16 + __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 7))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 14))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 21))) +
+         __builtin_popcount(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 28)));
+}
+
+CK_AVX512 int64_t delta_lengths_avx512(const int32_t* idx, int64_t j, int64_t end, int64_t size, int64_t& bytes,
+                                       bool& ok) {
+  // i < size for every int32 i once size > 2^31 - 1
+  const __m512i limit = _mm512_set1_epi32(int32_t(std::min<int64_t>(size, int64_t(INT32_MAX))));
+  const bool any_below = size > int64_t(INT32_MAX);
+  __mmask16 good = 0xffff;
+  for (; j + 16 <= end; j += 16) {
+    const __m512i cur = _mm512_loadu_si512(idx + j), prev = _mm512_loadu_si512(idx + j - 1);
+    good &= _mm512_cmpgt_epi32_mask(cur, prev);
+    if (!any_below) good &= _mm512_cmplt_epi32_mask(cur, limit);
+    bytes += varint_bytes_x16(_mm512_sub_epi32(cur, prev));  // the gap's low 32 bits (exact when good)
+  }
+  ok &= good == 0xffff;
+  return j;
+}
+
+CK_AVX512 int64_t delta_lengths_avx512(const int64_t* idx, int64_t j, int64_t end, int64_t size, int64_t& bytes,
+                                       bool& ok) {
+  const __m512i limit = _mm512_set1_epi64(size);
+  __mmask8 good = 0xff;
+  for (; j + 8 <= end; j += 8) {
+    const __m512i cur = _mm512_loadu_si512(idx + j), prev = _mm512_loadu_si512(idx + j - 1);
+    good &= _mm512_cmpgt_epi64_mask(cur, prev) & _mm512_cmplt_epi64_mask(cur, limit);
+    const __m256i gap = _mm512_cvtepi64_epi32(_mm512_sub_epi64(cur, prev));  // low 32 bits, as the scalar code
+    bytes += 8 + __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 7))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 14))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 21))) +
+             __builtin_popcount(_mm256_cmpge_epu32_mask(gap, _mm256_set1_epi32(1 << 28)));
+  }
+  ok &= good == 0xff;
+  return j;
+}
+
+// LEB128 of v written as one 8-byte store (BMI2 pdep spreads the 7-bit groups, the continuation bits are
+// set on all but the last byte): the caller guarantees 8 writable bytes at out. Returns the length.
+CK_AVX512 inline int write_varint_bmi2(uint32_t v, uint8_t* out) {
+  const int len = varint_length(v);
+  const uint64_t more = 0x0000008080808080ull & ((uint64_t(1) << (8 * (len - 1))) - 1);
+  const uint64_t word = _pdep_u64(v, 0x0000007f7f7f7f7full) | more;
+  std::memcpy(out, &word, 8);
+  return len;
+}
+
+// AVX-512 VBMI2 (byte compress) on top of CK_AVX512's set, checked at run time apart.
+#define CK_AVX512_VBMI2 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx512vbmi2,bmi2")))
+
+inline bool has_avx512_vbmi2() {
+  static const bool supported = has_avx512() && __builtin_cpu_supports("avx512vbmi2");
+  return supported;
+}
+
+// The varints of the gaps idx[j] - idx[j-1] for j in [j0, end) (j0 >= 1), 16 at a time: each gap's four
+// 7-bit groups spread into the four bytes of its lane with the continuation bits, the bytes past its
+// length dropped by a byte compress, one masked store. Gaps of 2^28 or more (5 bytes) go through the
+// scalar writer. Returns the end of what it wrote; stops before the last incomplete 16.
+CK_AVX512_VBMI2 uint8_t* encode_delta_vbmi2(const int32_t* idx, int64_t& j, int64_t end, uint8_t* p) {
+  const __m512i bytepos = _mm512_set1_epi32(0x03020100);
+  const __m512i first_byte = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
+  const __m512i group = _mm512_set1_epi32(0x7f), one = _mm512_set1_epi32(1);
+  for (; j + 16 <= end; j += 16) {
+    const __m512i gap = _mm512_sub_epi32(_mm512_loadu_si512(idx + j), _mm512_loadu_si512(idx + j - 1));
+    if (_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 28))) {
+      for (int l = 0; l < 16; ++l) p += write_varint(uint32_t(idx[j + l] - idx[j + l - 1]), p);
+      continue;
+    }
+    const __m512i spread = _mm512_ternarylogic_epi32(
+        _mm512_and_si512(gap, group), _mm512_and_si512(_mm512_slli_epi32(gap, 1), _mm512_set1_epi32(0x7f00)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(gap, 2), _mm512_set1_epi32(0x7f0000)),
+                        _mm512_and_si512(_mm512_slli_epi32(gap, 3), _mm512_set1_epi32(0x7f000000))),
+        0xFE);  // a | b | c
+    const __m512i more = _mm512_add_epi32(
+        _mm512_add_epi32(_mm512_maskz_mov_epi32(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 7)), one),
+                         _mm512_maskz_mov_epi32(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 14)), one)),
+        _mm512_maskz_mov_epi32(_mm512_cmpge_epu32_mask(gap, _mm512_set1_epi32(1 << 21)), one));  // length - 1
+    const __m512i cont = _mm512_and_si512(_mm512_set1_epi32(int(0x80808080u)),
+                                          _mm512_sub_epi32(_mm512_sllv_epi32(one, _mm512_slli_epi32(more, 3)), one));
+    const __m512i word = _mm512_or_si512(spread, cont);
+    const __mmask64 keep = _mm512_cmple_epu8_mask(bytepos, _mm512_shuffle_epi8(more, first_byte));
+    const int n = __builtin_popcountll(keep);
+    _mm512_mask_storeu_epi8(p, _bzhi_u64(~uint64_t(0), unsigned(n)), _mm512_maskz_compress_epi8(keep, word));
+    p += n;
+  }
+  return p;
+}
+
+// Sequential delta decoding, 16 varints at a time while 64 payload bytes can be loaded: the varints'
+// last bytes (high bit clear) give their end positions (a byte compress of the positions), hence their
+// lengths; a byte expand puts each varint's bytes in its own 32-bit lane; the 7-bit groups are joined,
+// the gaps summed by an in-register scan. Any block with a varint of 5 bytes or more, one not in shortest
+// form, a zero gap, an index >= size, or fewer than 16 varints in 64 bytes stops it there: the checked
+// byte-wise loop takes over (and raises the error where there is one).
+CK_AVX512_VBMI2 void decode_delta_vbmi2(const uint8_t*& p_ref, const uint8_t* end, int64_t k, int64_t size,
+                                        int32_t* __restrict out, int64_t& j_ref, int64_t& prev_ref) {
+  const uint8_t* p = p_ref;
+  int64_t j = j_ref, prev = prev_ref;
+  const __m512i iota = _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44,
+                                       43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24,
+                                       23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i bytepos = _mm512_set1_epi32(0x03020100);
+  const __m512i first_byte = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000);
+  const __m512i minus_one = _mm512_set1_epi32(-1), group = _mm512_set1_epi32(0x7f);
+  while (j + 16 <= k && end - p >= 64) {
+    const __m512i v = _mm512_loadu_si512(p);
+    const __mmask64 last = ~_mm512_movepi8_mask(v);
+    if (__builtin_popcountll(last) < 16) break;
+    const __m512i t = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_maskz_compress_epi8(last, iota)));
+    const __m512i before = _mm512_alignr_epi32(t, minus_one, 15);  // the previous varint's end (-1 first)
+    const __m512i len = _mm512_sub_epi32(t, before);                // 1 ..
+    if (_mm512_cmpgt_epi32_mask(len, _mm512_set1_epi32(4))) break;
+    const __m512i more = _mm512_sub_epi32(len, _mm512_set1_epi32(1));
+    const __mmask64 place = _mm512_cmple_epu8_mask(bytepos, _mm512_shuffle_epi8(more, first_byte));
+    const __m512i w = _mm512_maskz_expand_epi8(place, v);  // lane i: varint i's bytes, zero-extended
+    // shortest form: a varint of two or more bytes does not end in a zero byte
+    const __m512i top = _mm512_srlv_epi32(w, _mm512_slli_epi32(more, 3));
+    if (_mm512_mask_cmpeq_epi32_mask(_mm512_cmpgt_epi32_mask(more, _mm512_setzero_si512()), top, _mm512_setzero_si512())) break;
+    const __m512i gap = _mm512_ternarylogic_epi32(
+        _mm512_and_si512(w, group), _mm512_and_si512(_mm512_srli_epi32(w, 1), _mm512_set1_epi32(0x7f << 7)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w, 2), _mm512_set1_epi32(0x7f << 14)),
+                        _mm512_and_si512(_mm512_srli_epi32(w, 3), _mm512_set1_epi32(0x7f << 21))),
+        0xFE);
+    __mmask16 zero = _mm512_cmpeq_epi32_mask(gap, _mm512_setzero_si512());
+    if (j == 0) zero &= 0xfffe;  // the first index is sent as is: it may be 0
+    if (zero) break;
+    __m512i sum = gap;  // inclusive scan of 16 gaps (each < 2^28: the sums fit 32 bits)
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, _mm512_setzero_si512(), 15));
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, _mm512_setzero_si512(), 14));
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, _mm512_setzero_si512(), 12));
+    sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, _mm512_setzero_si512(), 8));
+    alignas(64) uint32_t lanes[16];
+    _mm512_store_si512(lanes, sum);
+    const int64_t base = j == 0 ? 0 : prev;
+    const int64_t highest = base + int64_t(lanes[15]);  // the gaps are positive: the last index is the largest
+    if (highest >= size) break;
+    _mm512_storeu_si512(out + j, _mm512_add_epi32(sum, _mm512_set1_epi32(int32_t(base))));
+    prev = highest;
+    j += 16;
+    alignas(64) uint32_t ends[16];
+    _mm512_store_si512(ends, t);
+    p += ends[15] + 1;
+  }
+  p_ref = p;
+  j_ref = j;
+  prev_ref = prev;
+}
+
+// The chunk [begin, end) of the delta encoding, writing from p up to stop (the chunk's end): 8-byte
+// stores while they stay inside the chunk, the byte-wise writer for the last few.
+template <class Index>
+CK_AVX512 void encode_delta_chunk_bmi2(const Index* idx, int64_t begin, int64_t end, uint8_t* p, uint8_t* stop) {
+  int64_t prev = begin == 0 ? 0 : int64_t(idx[begin - 1]);
+  int64_t j = begin;
+  if constexpr (std::is_same_v<Index, int32_t>) {
+    if (has_avx512_vbmi2() && end - begin > 16) {
+      p += write_varint(uint32_t(int64_t(idx[j]) - prev), p);  // the chunk's first gap (from idx[-1] or 0)
+      ++j;
+      p = encode_delta_vbmi2(idx, j, end, p);
+      prev = int64_t(idx[j - 1]);
+    }
+  }
+  for (; j < end; ++j) {
+    const uint32_t gap = uint32_t(int64_t(idx[j]) - prev);
+    p += stop - p >= 8 ? write_varint_bmi2(gap, p) : write_varint(gap, p);
+    prev = int64_t(idx[j]);
+  }
+}
+#endif
+
 // Per chunk of the indices: the varint bytes of its gaps (the first index as is), and whether every
 // index is in [0, size) and above its predecessor. Chunks depend only on k.
 template <class Index>
@@ -51,7 +231,11 @@ std::vector<int64_t> delta_lengths(const Index* idx, int64_t k, int64_t size) {
     const int64_t before = begin == 0 ? 0 : int64_t(idx[begin - 1]);
     bool ok = (begin == 0 ? first >= 0 : first > before) && first < size;
     int64_t bytes = varint_length(uint32_t(first - before));
-    for (int64_t j = begin + 1; j < end; ++j) {  // branch-free, so that it vectorises
+    int64_t j = begin + 1;
+#ifdef CK_AVX512
+    if (has_avx512()) j = delta_lengths_avx512(idx, j, end, size, bytes, ok);
+#endif
+    for (; j < end; ++j) {  // branch-free
       const int64_t i = int64_t(idx[j]), gap = i - int64_t(idx[j - 1]);
       ok &= (gap > 0) & (i < size);
       bytes += varint_length(uint32_t(gap));
@@ -84,6 +268,9 @@ void encode_delta(const Index* idx, int64_t k, const std::vector<int64_t>& offse
   const int chunks = int(offset.size()) - 1;
   parallel_chunks(k, chunks, [&](int c, int64_t begin, int64_t end) {
     uint8_t* p = out + offset[size_t(c)];
+#ifdef CK_AVX512
+    if (has_avx512()) return encode_delta_chunk_bmi2(idx, begin, end, p, out + offset[size_t(c) + 1]);
+#endif
     int64_t prev = begin == 0 ? 0 : int64_t(idx[begin - 1]);
     for (int64_t j = begin; j < end; ++j) {
       p += write_varint(uint32_t(int64_t(idx[j]) - prev), p);
@@ -135,8 +322,11 @@ void decode_raw(const uint8_t* in, int64_t k, int64_t size, int32_t* out) {
 void decode_delta(const uint8_t* in, int64_t nbytes, int64_t k, int64_t size, int32_t* out) {
   const uint8_t* p = in;
   const uint8_t* const end = in + nbytes;
-  int64_t prev = -1;
-  for (int64_t j = 0; j < k; ++j) {
+  int64_t prev = -1, j = 0;
+#ifdef CK_AVX512
+  if (has_avx512_vbmi2()) decode_delta_vbmi2(p, end, k, size, out, j, prev);
+#endif
+  for (; j < k; ++j) {
     uint32_t gap;
     const int n = read_varint(p, end, &gap);
     // (the messages are built only on failure: this loop is hot)

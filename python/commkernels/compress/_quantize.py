@@ -132,7 +132,7 @@ def sign_compress(x, scale="l1") -> SignMsg:
     scale of EF-signSGD), "l2" (||x||_2 / sqrt(d)) or None (1). The scale is a fixed-order float64 sum
     (blocks of 2^14 elements, 16 lanes, blocks added in order) rounded to float32; a non-finite input
     gives a non-finite scale, as does a float64 input whose scale is beyond the float32 range; d = 0
-    gives 0. Two passes over x: the scale, then the bits.
+    gives 0. One pass over x: each block of 2^14 elements gives its partial sum, then its bits while in cache.
     """
     size = _input(x)
     kind = _scale_kind(scale)

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _checks, _torch_ops
-from ._sparse import SparseMsg, _gather_backward, _gather_setup, randk, topk
+from ._sparse import SparseMsg, _gather_backward, _gather_setup, _randk_kernel, _topk_kernel
 
 _MAX_SIZE = (1 << 31) - 1
 _MAX_UINT64 = (1 << 64) - 1
@@ -107,8 +107,12 @@ def estimate_threshold(x, k: int, method: str = "exact", seed: int = 0, step: in
     if k == 0:
         return math.inf
     flat = x.reshape(-1)
+    # The kernels directly, not the torch custom ops: the result is a host float, with nothing to trace or
+    # differentiate, and the ops' dispatch cost more than the sample's own work at d = 1e6.
+    if _backend.is_torch(flat):
+        flat = flat.detach().contiguous()
     if method == "exact":
-        return _kth_largest(topk(flat, k).values)
+        return _kth_largest(_topk_kernel(flat, k)[0])
     m = sample_size(n)
-    sample = randk(flat, m, seed, step, unbiased=False).values
-    return _kth_largest(topk(sample, min(m, math.ceil(k * m / n))).values)
+    sample = _randk_kernel(flat, m, seed, step, False)[0]
+    return _kth_largest(_topk_kernel(sample, min(m, math.ceil(k * m / n)))[0])

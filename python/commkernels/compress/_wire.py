@@ -296,6 +296,8 @@ def pack(msg, index_codec: str = "auto"):
         raise TypeError(f"msg: expected a SparseMsg, SignMsg, TernMsg, QsgdMsg or NaturalMsg, got {type(msg).__name__}")
     values, indices, size = _check_sparse(msg)
     values, indices = _host(values, "msg.values"), _host(indices, "msg.indices")
+    if _backend.is_torch(indices):  # a zero-copy NumPy view crosses into C++ cheaper than torch's __dlpack__
+        indices = indices.detach().numpy()
     dtype = _backend.dtype_name(values)
     k = _backend.numel(values)
     codec, index_bytes = _index_bytes(indices, size, index_codec)
@@ -309,7 +311,7 @@ def pack(msg, index_codec: str = "auto"):
         values, indices = np.asarray(values), np.asarray(indices)
     if isinstance(values, np.ndarray) and dtype == "bfloat16":  # ml_dtypes' bfloat16: the same bytes, no math
         values = values.view(np.float16)
-    _backend.module(values).encode_sparse(values.reshape(-1), indices.reshape(-1), size, codec, buf[HEADER_BYTES:])
+    _backend.module(values).encode_sparse(values.reshape(-1), indices.reshape(-1), size, codec, view[HEADER_BYTES:])
     return _backend.finish(msg.values, buf)
 
 
@@ -357,8 +359,9 @@ def _decode_sparse(buf, view, dtype_code: int, code: int, size: int, count: int,
                             "(pip install ml_dtypes), or unpack torch.from_numpy(buf)") from None
     values = _backend.empty(buf, count, "float16" if numpy_bf16 else dtype)  # float16: same bytes, no math
     indices = _backend.empty(buf, count, "int32")
-    payload = view[HEADER_BYTES:] if fw == "jax" else buf.reshape(-1)[HEADER_BYTES:]
-    _backend.module(values).decode_sparse(payload, size, code, values, indices)
+    # NumPy views (zero-copy) of the CPU buffers cross into C++ cheaper than torch's __dlpack__
+    _backend.module(values).decode_sparse(view[HEADER_BYTES:], size, code, values,
+                                          indices.numpy() if _backend.is_torch(indices) else indices)
     if numpy_bf16:
         values = values.view(ml_dtypes.bfloat16)
         if fw == "jax":
