@@ -27,6 +27,19 @@ inline const char* dtype_name(DType t) {
   return "?";
 }
 
+inline int64_t dtype_bytes(DType t) {
+  switch (t) {
+    case DType::float64:
+    case DType::int64: return 8;
+    case DType::float32:
+    case DType::int32: return 4;
+    case DType::float16:
+    case DType::bfloat16: return 2;
+    case DType::uint8: return 1;
+  }
+  return 1;
+}
+
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::float32; }
 template <> constexpr DType dtype_of<double>() { return DType::float64; }

@@ -10,14 +10,11 @@
 #include <cstdlib>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
+#include "../common/array.h"
 #include "../common/cpu_features.h"
+#include "../common/fresh_pages.h"
 #include "../common/half.h"
 #include "../common/parallel.h"
-#include "../common/array.h"
 #include "scatter.h"
 
 #if defined(__GNUC__)
@@ -186,30 +183,6 @@ std::vector<int64_t> owner_bounds(const I* index, int64_t e, int64_t rows, int o
     bounds[size_t(t)] = std::max(bounds[size_t(t) - 1], std::min(q, rows));
   }
   return bounds;
-}
-
-inline int64_t element_bytes(DType t) {
-  return t == DType::float64 || t == DType::int64 ? 8 : t == DType::uint8 ? 1 : t == DType::float32 || t == DType::int32 ? 4 : 2;
-}
-
-// A fresh output of several MiB is faulted in page by page as the kernel first writes it; 4 KiB pages fill
-// at ~4 GB/s on these machines, huge pages about twice as fast. With COMMKERNELS_HUGE_PAGES set (read at
-// each call with an output of 8 MiB or more), marks the 2 MiB-aligned interior of [p, p + bytes) as
-// eligible for transparent huge pages (a hint; the contents are untouched). Opt-in, as torch's
-// THP_MEM_ALLOC_ENABLE: where THP defrag is "madvise", a huge-page fault may compact memory first, and on a
-// shared machine here that made single calls 2-4x slower now and then (the median of a 100 MB output
-// improved by ~30%).
-inline void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  if (!p || bytes < int64_t(4 * kHuge) || !std::getenv("COMMKERNELS_HUGE_PAGES")) return;
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
-  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
 }
 
 }  // namespace ck::cpu_detail

@@ -557,8 +557,8 @@ void scatter(const Array& src, int64_t e, int64_t f, const Array& index, int64_t
     const I* idx = static_cast<const I*>(index.data);
     const IndexScan s = scan_index(idx, e, dim_size);
     check(s.in_range, "index: expected values in [0, dim_size) = [0, " + std::to_string(dim_size) + ")");
-    cpu_detail::advise_huge_pages(out.data, out.size * cpu_detail::element_bytes(out.dtype));
-    if (has_arg(r)) cpu_detail::advise_huge_pages(arg.data, arg.size * int64_t(sizeof(I)));
+    advise_huge_pages(out.data, out.size * dtype_bytes(out.dtype));
+    if (has_arg(r)) advise_huge_pages(arg.data, arg.size * int64_t(sizeof(I)));
     // unsorted: blocks of destination rows reduced in L2 where the output is larger than the caches, else
     // owner computes; sorted: segments read off the index, reduced in registers. COMMKERNELS_SCATTER_PATH
     // (owner, blocked or sort; COMMKERNELS_SCATTER_SORT=1 is sort) picks the unsorted route instead: the
@@ -606,8 +606,8 @@ void segment(const Array& src, int64_t e, int64_t f, const Array& indptr, int64_
   check(indptr.size >= 1, "indptr: expected at least one entry");
   const int64_t rows = indptr.size - 1;
   check_reduce_outputs(src, e, f, rows, r, out, arg, indptr.dtype);
-  cpu_detail::advise_huge_pages(out.data, out.size * cpu_detail::element_bytes(out.dtype));
-  if (has_arg(r)) cpu_detail::advise_huge_pages(arg.data, arg.size * cpu_detail::element_bytes(indptr.dtype));
+  advise_huge_pages(out.data, out.size * dtype_bytes(out.dtype));
+  if (has_arg(r)) advise_huge_pages(arg.data, arg.size * dtype_bytes(indptr.dtype));
   dispatch_index(indptr.dtype, "indptr", [&](auto itag) {
     using I = typename decltype(itag)::type;
     const I* ptr = static_cast<const I*>(indptr.data);

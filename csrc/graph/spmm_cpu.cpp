@@ -144,8 +144,8 @@ void spmm(const Array& x, int64_t heads, int64_t d, const Array& indptr, const A
   if (has_arg(r)) check(arg.size == out.size && arg.dtype == DType::int64, "arg: expected out's shape, int64");
   check_size_fits_int32(g.edges, "edges");
   const int64_t wheads = g.edges ? weight.size / g.edges : 1;
-  cpu_detail::advise_huge_pages(out.data, out.size * cpu_detail::element_bytes(out.dtype));
-  if (has_arg(r)) cpu_detail::advise_huge_pages(arg.data, arg.size * 8);
+  advise_huge_pages(out.data, out.size * dtype_bytes(out.dtype));
+  if (has_arg(r)) advise_huge_pages(arg.data, arg.size * 8);
   dispatch_float(x.dtype, "x", [&](auto tag) {
     using T = typename decltype(tag)::type;
     with_indices(g, [&](auto idx) {
