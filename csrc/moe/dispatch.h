@@ -70,6 +70,9 @@ inline void check_plan_args(const Array& ids, const PlanParams& p, const Array& 
 struct MoveParams {
   int64_t tokens = 0, k = 0, rows = 0, hidden = 0;
   bool weighted = false;
+  // The output was just allocated by the caller (never touched): the CPU backs a large one with huge pages
+  // before writing it, since first-touch page faults otherwise cost more than the row moves themselves.
+  bool fresh_out = false;
 };
 
 inline void check_move_args(const MoveParams& p, const Array& src, int64_t src_rows, const Array& index,
@@ -104,6 +107,13 @@ void moe_combine(const Array& y, const Array& row_of, const Array& weights, cons
 // out[t, j] = dot(a[t], b[row_of[t, j]]) (0 for a dropped slot), in acc_t; out float32 or float64.
 void moe_pair_dots(const Array& a, const Array& b, const Array& row_of, const MoveParams& p, const Array& out,
                    Stream stream);
+
+// Both gradients of combine(y, plan, weights) given grad [T, h]: grad_y = permute(grad, weights) (rows, h)
+// and grad_w = pair_dots(grad, y) [T, k], the same values as those two calls (same bits), in one pass over
+// the tokens on the CPU (grad[t] read once for its k rows).
+void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of, const Array& src_of,
+                          const Array& weights, const MoveParams& p, const Array& grad_y, const Array& grad_w,
+                          Stream stream);
 
 }  // namespace CK_BACKEND
 }  // namespace ck

@@ -145,7 +145,7 @@ def _sizes(row_of, src_of, hidden):
 def _permute_kernel(x, src_of, row_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, x.shape[1])
     out = _backend.empty(x, rows * hidden)
-    _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x))
+    _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x), fresh=True)
     return _backend.finish(x, out.reshape(rows, hidden))
 
 
@@ -156,7 +156,7 @@ def _permute_fake(x, src_of, row_of, weights):
 def _combine_kernel(y, row_of, src_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
     out = _backend.empty(y, tokens * hidden)
-    _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y))
+    _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y), fresh=True)
     return _backend.finish(y, out.reshape(tokens, hidden))
 
 
@@ -204,14 +204,54 @@ def _permute_backward(ctx, grad):
     return gx, None, None, gw
 
 
+# combine_backward: both gradients of combine at once, gy = permute(g, w) and gw = pair_dots(g, y), in one
+# pass over the tokens (g[t] read once for its k rows). Its own gradients, given (ggy, ggw):
+#   dy = permute(g, ggw);  dg = combine(ggy, w) + combine(y, ggw);  dw = pair_dots(g, ggy)
+def _combine_backward_kernel(y, grad, row_of, src_of, weights):
+    tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
+    grad_y, grad_w = _backend.empty(y, rows * hidden), _backend.empty(weights, tokens * k)
+    _backend.module(y).moe_combine_backward(y, grad, row_of, src_of, weights, tokens, k, rows, hidden, grad_y, grad_w,
+                                            _backend.stream(y), fresh=True)
+    return grad_y.reshape(rows, hidden), grad_w.reshape(tokens, k)
+
+
+def _combine_backward_fake(y, grad, row_of, src_of, weights):
+    return y.new_empty(tuple(y.shape)), weights.new_empty(tuple(weights.shape))
+
+
+def _combine_backward_backward(ctx, ggy, ggw):
+    y, grad, row_of, src_of, weights = ctx.saved_tensors
+    need_y, need_grad, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[4]
+    ggy = None if ggy is None else ggy.contiguous()
+    ggw = None if ggw is None else ggw.contiguous()
+    dy = _permute_op(grad, src_of, row_of, ggw) if need_y and ggw is not None else None
+    dg = None
+    if need_grad:
+        if ggy is not None:
+            dg = _combine_op(ggy, row_of, src_of, weights)
+        if ggw is not None:
+            part = _combine_op(y, row_of, src_of, ggw)
+            dg = part if dg is None else dg + part
+    dw = _pair_dots_op(grad, ggy, row_of, src_of, weights.dtype) if need_w and ggy is not None else None
+    return dy, dg, None, None, dw
+
+
+_combine_backward_op = _torch_ops.define(
+    "moe_combine_backward",
+    "(Tensor y, Tensor grad, Tensor row_of, Tensor src_of, Tensor weights) -> (Tensor, Tensor)",
+    _combine_backward_kernel, _combine_backward_fake, backward=_combine_backward_backward, setup_context=_move_setup)
+
+
 # combine: out[t] = sum_j w[t, j] y[row_of[t, j]].  dy = permute(g, w);  dw[t, j] = dot(g[t], y[row_of[t, j]])
 def _combine_backward(ctx, grad):
     y, row_of, src_of, weights = ctx.saved_tensors
     grad = grad.contiguous()
-    gy = _permute_op(grad, src_of, row_of, weights) if ctx.needs_input_grad[0] else None
-    gw = None
-    if weights is not None and ctx.needs_input_grad[3]:
-        gw = _pair_dots_op(grad, y, row_of, src_of, weights.dtype)
+    need_y, need_w = ctx.needs_input_grad[0], weights is not None and ctx.needs_input_grad[3]
+    if need_y and need_w:
+        gy, gw = _combine_backward_op(y, grad, row_of, src_of, weights)
+        return gy, None, None, gw
+    gy = _permute_op(grad, src_of, row_of, weights) if need_y else None
+    gw = _pair_dots_op(grad, y, row_of, src_of, weights.dtype) if need_w else None
     return gy, None, None, gw
 
 
