@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend, _checks, _torch_ops
+from . import _eager
 
 _MAX = (1 << 31) - 1
 DROP_POLICIES = ("position", "score")
@@ -131,8 +132,27 @@ def plan(ids, num_experts: int, capacity: int | None = None, drop_policy: str = 
         weights = None
     _checks.integer(num_rows(tokens, k, num_experts, capacity, align), "rows", 0, _MAX)
     args = (ids, num_experts, -1 if capacity is None else capacity, by_score, align, weights)
-    counts, offsets, row_of, src_of, block_expert = _plan_op(*args) if _backend.is_torch(ids) else _plan_kernel(*args)
+    if not _backend.is_torch(ids):
+        kernel = _plan_kernel
+    else:
+        kernel = _plan_eager if _eager.plain_cpu(ids, weights) else _plan_op
+    counts, offsets, row_of, src_of, block_expert = kernel(*args)
     return Plan(counts, offsets, row_of, src_of, block_expert if align > 1 else None, num_experts, capacity, align)
+
+
+def _plan_eager(ids, num_experts, capacity, by_score, align, weights):
+    """_plan_kernel for plain CPU torch tensors (see _eager): no dispatcher, capsules for nanobind, and no
+    block_expert array when align = 1."""
+    torch = _torch_ops.torch
+    tokens, k = ids.shape
+    rows = num_rows(tokens, k, num_experts, None if capacity < 0 else capacity, align)
+    counts, offsets = torch.empty(num_experts, dtype=torch.int64), torch.empty(num_experts + 1, dtype=torch.int64)
+    row_of, src_of = torch.empty((tokens, k), dtype=torch.int32), torch.empty(rows, dtype=torch.int32)
+    block_expert = torch.empty(rows // align, dtype=torch.int32) if align > 1 else None
+    dl = _eager.dl
+    _backend._cpu.moe_plan(dl(ids), tokens, k, num_experts, capacity, by_score, align, dl(weights), dl(counts),
+                           dl(offsets), dl(row_of), dl(src_of), dl(block_expert), 0)
+    return counts, offsets, row_of, src_of, block_expert
 
 
 # ---- permute, combine and their gradients -------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The eager fast path for CPU torch tensors: the kernel called without the torch.library dispatcher.
+
+Routing, planning and the balancing losses are latency-bound at inference sizes (tens of microseconds),
+where a custom op's trip through the dispatcher (~10 us) and ``Tensor.__dlpack__`` (Python, ~1.8 us per
+array handed to nanobind) cost as much as the kernel. When nothing traces, transforms or intercepts the
+call (no torch.compile, no fake or dispatch mode, no functorch transform, no jit trace, plain CPU tensors,
+and, for a differentiable op, no input that autograd would record), the custom op would call the very same
+kernel: the fast path calls it directly, handing the arrays over as DLPack capsules (``to_dlpack``, C, 0.2
+us). Everything else still goes through the ``commkernels::<name>`` op.
+"""
+
+from __future__ import annotations
+
+from .. import _torch_ops
+
+torch = _torch_ops.torch
+if torch is not None:
+    from torch.utils.dlpack import to_dlpack as _to_dlpack
+
+
+def plain_cpu(*tensors, differentiable=()) -> bool:
+    """True when calling the CPU kernel directly is exactly what the custom op would do. tensors: torch
+    tensors or None; differentiable: those among them whose gradient autograd would track."""
+    if torch.compiler.is_compiling():  # first: torch.compile must not trace the torch._C queries below
+        return False
+    C = torch._C
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or not t.is_cpu):
+            return False
+    if C._are_functorch_transforms_active() or C._len_torch_dispatch_stack() or C._get_tracing_state() is not None:
+        return False
+    if differentiable and torch.is_grad_enabled():
+        return not any(t is not None and t.requires_grad for t in differentiable)
+    return True
+
+
+def dl(t):
+    """A DLPack capsule for a CPU tensor (None stays None): nanobind's cheapest way in."""
+    return None if t is None else _to_dlpack(t)

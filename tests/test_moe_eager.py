@@ -1,0 +1,66 @@
+"""commkernels.moe's eager fast path (plain CPU torch tensors call the kernel without the dispatcher): the same
+results as the commkernels:: ops, and the ops still seen whenever something traces or intercepts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from commkernels import moe
+
+ops = torch.ops.commkernels
+
+
+class Recorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_route_and_plan_match_the_ops(dtype):
+    torch.manual_seed(0)
+    logits = torch.randn(300, 24).to(dtype)
+    bias = torch.randn(24)
+    for kwargs, args in ((dict(), ("softmax", False, True, None, 0, 0, 1.0)),
+                         (dict(score="sigmoid", bias=bias, n_group=4, topk_group=2, scale=2.0),
+                          ("sigmoid", False, True, bias.double() if dtype == torch.float64 else bias, 4, 2, 2.0))):
+        w, i = moe.route(logits, 4, **kwargs)
+        ow, oi = ops.moe_route.default(logits, 4, *args)
+        assert torch.equal(w, ow) and torch.equal(i, oi) and w.dtype == ow.dtype and i.dtype == torch.int32
+    for kwargs, args in ((dict(), (-1, False, 1, None)), (dict(capacity=40, align=8), (40, False, 8, None)),
+                         (dict(capacity=30, drop_policy="score", weights=w), (30, True, 1, w))):
+        p = moe.plan(i, 24, **kwargs)
+        want = ops.moe_plan.default(i, 24, *args)
+        got = (p.counts, p.offsets, p.row_of, p.src_of, p.block_expert)
+        for a, b in zip(got, want):
+            assert (a is None and b.numel() == 0) or torch.equal(a, b)
+
+
+def test_the_ops_are_seen_when_something_intercepts():
+    logits = torch.randn(16, 8)
+    with Recorder() as rec:
+        w, i = moe.route(logits, 2)
+        moe.plan(i, 8)
+    assert any("moe_route" in n for n in rec.names) and any("moe_plan" in n for n in rec.names)
+    lg = logits.clone().requires_grad_()
+    w, _ = moe.route(lg, 2)
+    assert w.grad_fn is not None
+    w.sum().backward()
+    assert lg.grad is not None
+    with torch.no_grad():
+        assert moe.route(lg, 2)[0].grad_fn is None
+
+
+def test_bad_torch_inputs_still_named():
+    with pytest.raises(ValueError, match="ids"):
+        moe.plan(torch.tensor([[0, 9]], dtype=torch.int32), 5)
+    with pytest.raises(ValueError, match="k"):
+        moe.route(torch.zeros(3, 4), 5)
+    with pytest.raises(TypeError, match="bias"):
+        moe.route(torch.zeros(3, 4), 2, bias=torch.zeros(4, dtype=torch.int32))
