@@ -64,3 +64,22 @@ def test_bad_torch_inputs_still_named():
         moe.route(torch.zeros(3, 4), 5)
     with pytest.raises(TypeError, match="bias"):
         moe.route(torch.zeros(3, 4), 2, bias=torch.zeros(4, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_balance_and_expert_choice_match_the_ops(dtype):
+    torch.manual_seed(1)
+    logits = torch.randn(200, 16).to(dtype)
+    probs = torch.softmax(logits.float(), dim=1).to(dtype)
+    ids = torch.topk(logits.float(), 3, dim=1).indices
+    for first in (False, True):
+        got = moe.load_balancing_loss(probs, ids, first_choice_only=first)
+        want = ops.moe_load_balancing_loss.default(probs, ids, first)[0]
+        assert got.shape == () and got.dtype == want.dtype and torch.equal(got, want)
+    got, want = moe.z_loss(logits), ops.moe_z_loss.default(logits)[0]
+    assert got.shape == () and got.dtype == want.dtype and torch.equal(got, want)
+    got, want = moe.expert_choice(logits, 25), ops.moe_expert_choice.default(logits, 25)
+    assert torch.equal(got.weights, want[0]) and torch.equal(got.token_ids, want[1])
+    lg = logits.clone().requires_grad_()
+    moe.z_loss(lg).backward()  # requires grad: through the op and its backward
+    assert lg.grad is not None and lg.grad.shape == lg.shape
