@@ -105,3 +105,25 @@ def test_opcheck_and_double_backward():
     torch.library.opcheck(ops.moe_combine_backward.default, (y, grad, p.row_of, p.src_of, w))
     assert torch.autograd.gradcheck(lambda a, g, b: ops.moe_combine_backward.default(a, g, p.row_of, p.src_of, b),
                                     (y, grad, w))
+
+
+def test_large_outputs_reuse_the_host_cache():
+    # an 8 MiB+ CPU torch output comes from the cache; when it dies its memory serves the next one
+    ids = torch.randint(0, 8, (1024, 2), dtype=torch.int32)
+    p = moe.plan(ids, 8)
+    x = torch.randn(1024, 1100)
+    moe.release_cached_memory()
+    y = moe.permute(x, p)
+    assert y.numel() * 4 >= moe._dispatch.POOL_MIN_BYTES
+    ptr, want = y.data_ptr(), y.clone()
+    del y
+    y2 = moe.permute(x * 2, p)  # the same size: the same pages, fully rewritten
+    assert y2.data_ptr() == ptr and torch.equal(y2, want * 2)
+    held = y2.numel() * 4
+    del y2
+    assert moe.release_cached_memory() >= held and moe.release_cached_memory() == 0
+    # an output still alive is never handed out twice
+    a, b = moe.permute(x, p), moe.permute(x, p)
+    assert a.data_ptr() != b.data_ptr() and torch.equal(a, b)
+    a.add_(1)  # an ordinary tensor: in-place ops, views, autograd
+    assert torch.equal(a, b + 1)

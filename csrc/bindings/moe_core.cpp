@@ -53,26 +53,26 @@ CK_BINDINGS(bind_moe_core) {
   m.def(
       "moe_permute",
       [](const In& x, const In& src_of, const std::optional<In>& weights, int64_t tokens, int64_t k, int64_t rows,
-         int64_t hidden, const Out& out, uintptr_t stream, bool fresh) {
-        ck::MoveParams p{tokens, k, rows, hidden, weights.has_value(), fresh};
+         int64_t hidden, const Out& out, uintptr_t stream) {
+        ck::MoveParams p{tokens, k, rows, hidden, weights.has_value()};
         backend::moe_permute(as_array(x, "x"), as_array(src_of, "src_of"), optional_array(weights, "weights"), p,
                              as_array(out, "out"), stream_of(stream, out));
       },
       nb::arg("x").noconvert(), nb::arg("src_of").noconvert(), nb::arg("weights").noconvert().none(),
       nb::arg("tokens"), nb::arg("k"), nb::arg("rows"), nb::arg("hidden"), nb::arg("out").noconvert(),
-      nb::arg("stream") = 0, nb::arg("fresh") = false, nb::call_guard<nb::gil_scoped_release>());
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 
   m.def(
       "moe_combine",
       [](const In& y, const In& row_of, const std::optional<In>& weights, int64_t tokens, int64_t k, int64_t rows,
-         int64_t hidden, const Out& out, uintptr_t stream, bool fresh) {
-        ck::MoveParams p{tokens, k, rows, hidden, weights.has_value(), fresh};
+         int64_t hidden, const Out& out, uintptr_t stream) {
+        ck::MoveParams p{tokens, k, rows, hidden, weights.has_value()};
         backend::moe_combine(as_array(y, "y"), as_array(row_of, "row_of"), optional_array(weights, "weights"), p,
                              as_array(out, "out"), stream_of(stream, out));
       },
       nb::arg("y").noconvert(), nb::arg("row_of").noconvert(), nb::arg("weights").noconvert().none(),
       nb::arg("tokens"), nb::arg("k"), nb::arg("rows"), nb::arg("hidden"), nb::arg("out").noconvert(),
-      nb::arg("stream") = 0, nb::arg("fresh") = false, nb::call_guard<nb::gil_scoped_release>());
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 
   m.def(
       "moe_pair_dots",
@@ -89,8 +89,8 @@ CK_BINDINGS(bind_moe_core) {
   m.def(
       "moe_combine_backward",
       [](const In& y, const In& grad, const In& row_of, const In& src_of, const In& weights, int64_t tokens, int64_t k,
-         int64_t rows, int64_t hidden, const Out& grad_y, const Out& grad_w, uintptr_t stream, bool fresh) {
-        ck::MoveParams p{tokens, k, rows, hidden, true, fresh};
+         int64_t rows, int64_t hidden, const Out& grad_y, const Out& grad_w, uintptr_t stream) {
+        ck::MoveParams p{tokens, k, rows, hidden, true};
         backend::moe_combine_backward(as_array(y, "y"), as_array(grad, "grad"), as_array(row_of, "row_of"),
                                       as_array(src_of, "src_of"), as_array(weights, "weights"), p,
                                       as_array(grad_y, "grad_y"), as_array(grad_w, "grad_w"),
@@ -99,7 +99,7 @@ CK_BINDINGS(bind_moe_core) {
       nb::arg("y").noconvert(), nb::arg("grad").noconvert(), nb::arg("row_of").noconvert(),
       nb::arg("src_of").noconvert(), nb::arg("weights").noconvert(), nb::arg("tokens"), nb::arg("k"),
       nb::arg("rows"), nb::arg("hidden"), nb::arg("grad_y").noconvert(), nb::arg("grad_w").noconvert(),
-      nb::arg("stream") = 0, nb::arg("fresh") = false, nb::call_guard<nb::gil_scoped_release>());
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace

@@ -70,9 +70,6 @@ inline void check_plan_args(const Array& ids, const PlanParams& p, const Array& 
 struct MoveParams {
   int64_t tokens = 0, k = 0, rows = 0, hidden = 0;
   bool weighted = false;
-  // The output was just allocated by the caller (never touched): the CPU backs a large one with huge pages
-  // before writing it, since first-touch page faults otherwise cost more than the row moves themselves.
-  bool fresh_out = false;
 };
 
 inline void check_move_args(const MoveParams& p, const Array& src, int64_t src_rows, const Array& index,

@@ -9,7 +9,6 @@
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
 #include "dispatch.h"
-#include "fresh_pages.h"
 #include "route.h"
 
 namespace ck::CK_BACKEND {
@@ -388,15 +387,6 @@ void dispatch_move(DType x, bool weighted, DType w, F&& f) {
   });
 }
 
-size_t element_bytes(DType t) {
-  switch (t) {
-    case DType::float64: case DType::int64: return 8;
-    case DType::float32: case DType::int32: return 4;
-    case DType::float16: case DType::bfloat16: return 2;
-    default: return 1;
-  }
-}
-
 int64_t rows_grain(int64_t hidden) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(hidden, 1)); }
 
 }  // namespace
@@ -416,7 +406,6 @@ void moe_permute(const Array& x, const Array& src_of, const Array& weights, cons
                  Stream) {
   check_move_args(p, x, p.tokens, src_of, weights, out, p.rows);
   check(src_of.size == p.rows, "plan.src_of: expected rows elements");
-  if (p.fresh_out) advise_fresh_huge_pages(out.data, size_t(out.size) * element_bytes(out.dtype));
   dispatch_move(x.dtype, p.weighted, weights.dtype, [&](auto xt, auto wt) {
     using X = typename decltype(xt)::type;
     using W = typename decltype(wt)::type;
@@ -435,7 +424,6 @@ void moe_combine(const Array& y, const Array& row_of, const Array& weights, cons
                  Stream) {
   check_move_args(p, y, p.rows, row_of, weights, out, p.tokens);
   check(row_of.size == p.tokens * p.k, "plan.row_of: expected T * k elements");
-  if (p.fresh_out) advise_fresh_huge_pages(out.data, size_t(out.size) * element_bytes(out.dtype));
   dispatch_move(y.dtype, p.weighted, weights.dtype, [&](auto xt, auto wt) {
     using X = typename decltype(xt)::type;
     using W = typename decltype(wt)::type;
@@ -488,7 +476,6 @@ void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of
   check(weights.size == p.tokens * p.k, "weights: expected [T, k] elements");
   check(grad_w.size == weights.size, "grad_w: expected weights' size");
   if (grad_w.dtype != weights.dtype) throw TypeError("grad_w: expected weights' dtype");
-  if (p.fresh_out) advise_fresh_huge_pages(grad_y.data, size_t(grad_y.size) * element_bytes(grad_y.dtype));
   bool fused_ok = true;
   dispatch_move(y.dtype, true, weights.dtype, [&](auto xt, auto wt) {
     using X = typename decltype(xt)::type;
@@ -515,10 +502,10 @@ void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of
   // A plan out of range, or whose row_of and src_of disagree (not one that plan() made): the two passes,
   // grad_y from src_of and grad_w from row_of, as the separate permute and pair_dots calls would do.
   MoveParams pw = p;
-  pw.weighted = true, pw.fresh_out = false;
+  pw.weighted = true;
   moe_permute(grad, src_of, weights, pw, grad_y, stream);
   MoveParams pd = p;
-  pd.weighted = false, pd.fresh_out = false;
+  pd.weighted = false;
   moe_pair_dots(grad, y, row_of, pd, grad_w, stream);
 }
 

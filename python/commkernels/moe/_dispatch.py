@@ -157,6 +157,28 @@ def _plan_eager(ids, num_experts, capacity, by_score, align, weights):
 
 # ---- permute, combine and their gradients -------------------------------------------------------------
 
+POOL_MIN_BYTES = 8 << 20  # outputs this large on the CPU (torch) come from the host buffer cache
+
+
+def _output(like, n: int):
+    """A new n-element output of like's dtype. Large CPU torch outputs come from commkernels' cache of host
+    buffers: the pages of the last freed output of that size, already mapped (a fresh mapping costs a page
+    fault per 4 KiB on first touch, more than the row moves themselves). See release_cached_memory."""
+    if _backend.is_torch(like) and like.is_cpu and n * like.element_size() >= POOL_MIN_BYTES:
+        return _backend._cpu.moe_host_buffer(n, _backend.dtype_name(like))
+    return _backend.empty(like, n)
+
+
+def release_cached_memory() -> int:
+    """Frees the host buffers commkernels.moe keeps for its large CPU torch outputs; returns the bytes freed.
+
+    permute, combine and their gradients take outputs of 8 MiB or more (CPU torch tensors) from a cache: when
+    such an output dies its memory is kept, at most min(RAM / 8, 4 GiB) of it, and the next output of the
+    same size reuses it, since touching a fresh mapping costs a page fault per 4 KiB page. Call this to hand
+    the unused buffers back to the system (buffers still in use return to the cache when they die)."""
+    return int(_backend._cpu.moe_host_pool_release())
+
+
 def _sizes(row_of, src_of, hidden):
     tokens, k = tuple(row_of.shape)
     return tokens, k, int(src_of.shape[0]), hidden
@@ -164,8 +186,8 @@ def _sizes(row_of, src_of, hidden):
 
 def _permute_kernel(x, src_of, row_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, x.shape[1])
-    out = _backend.empty(x, rows * hidden)
-    _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x), fresh=True)
+    out = _output(x, rows * hidden)
+    _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x))
     return _backend.finish(x, out.reshape(rows, hidden))
 
 
@@ -175,8 +197,8 @@ def _permute_fake(x, src_of, row_of, weights):
 
 def _combine_kernel(y, row_of, src_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
-    out = _backend.empty(y, tokens * hidden)
-    _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y), fresh=True)
+    out = _output(y, tokens * hidden)
+    _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y))
     return _backend.finish(y, out.reshape(tokens, hidden))
 
 
@@ -229,9 +251,9 @@ def _permute_backward(ctx, grad):
 #   dy = permute(g, ggw);  dg = combine(ggy, w) + combine(y, ggw);  dw = pair_dots(g, ggy)
 def _combine_backward_kernel(y, grad, row_of, src_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
-    grad_y, grad_w = _backend.empty(y, rows * hidden), _backend.empty(weights, tokens * k)
+    grad_y, grad_w = _output(y, rows * hidden), _backend.empty(weights, tokens * k)
     _backend.module(y).moe_combine_backward(y, grad, row_of, src_of, weights, tokens, k, rows, hidden, grad_y, grad_w,
-                                            _backend.stream(y), fresh=True)
+                                            _backend.stream(y))
     return grad_y.reshape(rows, hidden), grad_w.reshape(tokens, k)
 
 
