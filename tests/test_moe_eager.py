@@ -83,3 +83,35 @@ def test_balance_and_expert_choice_match_the_ops(dtype):
     lg = logits.clone().requires_grad_()
     moe.z_loss(lg).backward()  # requires grad: through the op and its backward
     assert lg.grad is not None and lg.grad.shape == lg.shape
+
+
+def test_fast_checks_fall_back_to_the_named_errors():
+    x = torch.randn(6, 8)
+    with pytest.raises(ValueError, match="logits"):
+        moe.z_loss(torch.randn(6, 16)[:, ::2])  # not contiguous
+    with pytest.raises(ValueError, match="ids"):
+        moe.load_balancing_loss(torch.softmax(x, 1), torch.zeros(5, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="ids"):
+        moe.load_balancing_loss(torch.softmax(x, 1), torch.full((6, 2), 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="num_experts"):
+        moe.load_balancing_loss(torch.softmax(x, 1), torch.zeros(6, 2, dtype=torch.int64), num_experts=7)
+    with pytest.raises(ValueError, match="capacity"):
+        moe.expert_choice(x, 7)
+    with pytest.raises(TypeError, match="capacity"):
+        moe.expert_choice(x, 2.0)
+    with pytest.raises(ValueError, match="scale"):
+        moe.route(x, 2, scale=float("inf"))
+    with pytest.raises(TypeError, match="renormalize"):
+        moe.route(x, 2, renormalize=1)
+    with pytest.raises(ValueError, match="order"):
+        moe.route(x, 2, order="middle")
+    with pytest.raises(ValueError, match="capacity"):
+        moe.plan(torch.zeros(4, 2, dtype=torch.int32), 3, capacity=-2)
+    with pytest.raises(TypeError, match="num_experts"):
+        moe.plan(torch.zeros(4, 2, dtype=torch.int32), 3.0)
+    with pytest.raises(ValueError, match="weights"):
+        moe.plan(torch.zeros(4, 2, dtype=torch.int32), 3, capacity=1, drop_policy="score")
+    # integer-valued scale and numpy ints take the general path: same results
+    w1, i1 = moe.route(x, 2, scale=2)
+    w2, i2 = moe.route(x, 2, scale=2.0)
+    assert torch.equal(w1, w2) and torch.equal(i1, i2)

@@ -185,6 +185,11 @@ def load_balancing_loss(probs, ids, num_experts: int | None = None, first_choice
     Returns a 0-d float32 array (float64 for float64 probs). Differentiable w.r.t. probs (torch): the
     gradient is E f_i / T for every token. Deterministic: sums over fixed row chunks in a fixed order.
     """
+    te, tk = _eager.float_matrix(probs), _eager.index_matrix(ids)
+    if (te is not None and (tk is not None and tk[0] == te[0] or _eager.index_vector(ids, te[0]))
+            and (num_experts is None or (type(num_experts) is int and num_experts == te[1]))
+            and type(first_choice_only) is bool and _eager.plain_cpu(probs, ids, differentiable=(probs,))):
+        return _lbl_eager(probs, ids, first_choice_only)  # the checks below, passed
     T, E = _matrix(probs, "probs")
     if num_experts is not None and _checks.integer(num_experts, "num_experts", 1) != E:
         raise ValueError(f"num_experts: expected probs.shape[1] = {E}, got {num_experts}")
@@ -266,6 +271,8 @@ def z_loss(logits):
     logits: [T, E] float32, float64, float16 or bfloat16, contiguous. Returns a 0-d float32 array (float64
     for float64 logits). Differentiable w.r.t. logits (torch): 2/T * lse_t * softmax(logits_t).
     """
+    if _eager.float_matrix(logits) is not None and _eager.plain_cpu(logits, differentiable=(logits,)):
+        return _z_eager(logits)  # _matrix's checks, passed
     _matrix(logits, "logits")
     if not _backend.is_torch(logits):
         return _z_kernel(logits)[0]

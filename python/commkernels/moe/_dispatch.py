@@ -102,6 +102,15 @@ def plan(ids, num_experts: int, capacity: int | None = None, drop_policy: str = 
     int32 or int64, contiguous, in [0, num_experts): out-of-range ids raise ValueError on the CPU; on the
     GPU (which cannot raise without a read-back) they are dropped (row_of = -1, counted nowhere).
     """
+    tk = _eager.index_matrix(ids)
+    if (tk is not None and weights is None and drop_policy == "position" and tk[0] * tk[1] <= _MAX - 1
+            and _eager.small_int(num_experts, 1, _MAX) and _eager.small_int(align, 1, _MAX)
+            and (capacity is None or _eager.small_int(capacity, 0, _MAX))
+            and num_rows(tk[0], tk[1], num_experts, capacity, align) <= _MAX and _eager.plain_cpu(ids)):
+        # the checks below, passed
+        counts, offsets, row_of, src_of, block_expert = _plan_eager(
+            ids, num_experts, -1 if capacity is None else capacity, False, align, None)
+        return Plan(counts, offsets, row_of, src_of, block_expert, num_experts, capacity, align)
     _backend.framework(ids, "ids")
     if _backend.dtype_name(ids) not in _backend.INDEX_DTYPES:
         raise TypeError(f"ids: expected int32 or int64, got {_backend.dtype_name(ids)}")

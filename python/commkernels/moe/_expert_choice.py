@@ -71,6 +71,9 @@ def expert_choice(scores, capacity: int) -> ExpertChoice:
     Returns ExpertChoice(weights, token_ids), both [E, capacity]. Differentiable w.r.t. scores through the
     weights (torch).
     """
+    te = _eager.float_matrix(scores)
+    if te is not None and _eager.small_int(capacity, 0, te[0]) and _eager.plain_cpu(scores, differentiable=(scores,)):
+        return ExpertChoice(*_eager_kernel(scores, capacity))  # the checks below, passed
     T, _ = _matrix(scores, "scores")
     capacity = _checks.integer(capacity, "capacity", 0, T)
     if not _backend.is_torch(scores):

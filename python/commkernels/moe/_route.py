@@ -132,6 +132,12 @@ def route(logits, k: int, score: str = "softmax", order: str = "pre", renormaliz
     k: 1 <= k <= E (and k <= topk_group * E / n_group with groups). bias: [E] float array, same framework and
     device (cast to the score dtype). n_group: a divisor of E; topk_group: 1..n_group (both or neither).
     """
+    te = _eager.float_matrix(logits)
+    if (te is not None and bias is None and n_group is None and topk_group is None and order == "pre"
+            and type(score) is str and score in SCORES and type(renormalize) is bool
+            and _eager.small_int(k, 1, te[1]) and te[0] * k <= _MAX and type(scale) is float
+            and math.isfinite(scale) and _eager.plain_cpu(logits, differentiable=(logits,))):
+        return _route_eager(logits, k, score, False, renormalize, None, 0, 0, scale)  # checks as below, passed
     _checks.float_array(logits, "logits")
     shape = _shape(logits)
     if len(shape) != 2:
