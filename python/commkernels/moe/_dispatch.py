@@ -375,7 +375,8 @@ def permute(x, plan: Plan, weights=None, out=None):
     x: [T, h] float32, float64, float16 or bfloat16, contiguous, T = plan.num_tokens. weights: optional
     [T, k] float32 or float64. out: optional [rows, h] array of x's dtype to write into and return (reuse it
     step after step: a fresh large buffer costs more in page faults than the copy; not while autograd
-    records).
+    records). Without out, a CPU torch output of 8 MiB or more comes from commkernels' cache of host
+    buffers (see release_cached_memory).
     """
     _checks.float_array(x, "x")
     _check_plan(plan, x, "x")
@@ -394,11 +395,13 @@ def combine(y, plan: Plan, weights=None, out=None):
     """Tokens back from expert rows: out [T, h], out[t] = sum over the kept slots j of weights[t, j] *
     y[plan.row_of[t, j]] (unit weights when None), accumulated in float32 (float64 for float64) in slot
     order; a token whose slots were all dropped gets zeros. Gather-based, deterministic, no atomics.
-    Differentiable for torch tensors w.r.t. y (a weighted permute) and weights (row dot products).
+    Differentiable for torch tensors w.r.t. y (a weighted permute) and weights (row dot products); with
+    both needed they come from one fused pass over the tokens (commkernels::moe_combine_backward).
 
     y: [rows, h] float32, float64, float16 or bfloat16, contiguous, rows = plan.rows. weights: [T, k]
     float32 or float64 (e.g. route's weights), or None. out: optional [T, h] array of y's dtype to write
-    into and return (as permute's; not while autograd records).
+    into and return (as permute's; not while autograd records). Without out, large CPU torch outputs come
+    from the host buffer cache, as permute's.
     """
     _checks.float_array(y, "y")
     _check_plan(plan, y, "y")
