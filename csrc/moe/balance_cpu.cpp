@@ -12,6 +12,7 @@
 #include "../common/parallel.h"
 #include "balance.h"
 #include "balance_rows.h"
+#include "small_work.h"
 
 namespace ck::CK_BACKEND {
 namespace {
@@ -49,7 +50,7 @@ void load_balancing_loss(const Array& probs, const Array& ids, int64_t T, int64_
     std::vector<int64_t> counts(size_t(chunks) * size_t(E), 0);
     std::vector<int64_t> bad(size_t(chunks), 0);
     std::vector<char> has_bad(size_t(chunks), 0);
-    parallel_chunks(T, chunks, [&](int c, int64_t begin, int64_t end) {
+    moe::chunks_by_work(T, chunks, T * E, [&](int c, int64_t begin, int64_t end) {
       double* sum = sums.data() + size_t(c) * size_t(E);
       std::vector<A> block(size_t(E), A(0));  // A sums over up to 256 rows, then into the double sums
       for (int64_t b = begin; b < end; b += 256) {
@@ -103,7 +104,7 @@ void z_loss(const Array& logits, int64_t T, int64_t E, const Array& loss, const 
     A* out = static_cast<A*>(lse.data);
     const int chunks = moe::row_chunks(T);
     std::vector<double> partial(size_t(chunks), 0.0);
-    parallel_chunks(T, chunks, [&](int c, int64_t begin, int64_t end) {
+    moe::chunks_by_work(T, chunks, T * E, [&](int c, int64_t begin, int64_t end) {
       partial[size_t(c)] = moe::stats_rows(x, begin, end, E, static_cast<A*>(nullptr), static_cast<A*>(nullptr), out);
     });
     double total = 0.0;
@@ -126,7 +127,7 @@ void z_loss_backward(const Array& logits, const Array& lse, const Array& grad, i
     const A* l = static_cast<const A*>(lse.data);
     T_* g = static_cast<T_*>(grad_logits.data);
     const A scale = T ? A(double(static_cast<const A*>(grad.data)[0]) * 2.0 / double(T)) : A(0);
-    parallel_for(T, 64, [&](int64_t begin, int64_t end) {
+    moe::for_by_work(T, 64, T * E, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const A lt = l[t], c = moe::fmul(scale, lt);
         const T_* row = x + t * E;

@@ -12,6 +12,7 @@
 #include "../common/parallel.h"
 #include "balance_rows.h"
 #include "expert_choice.h"
+#include "small_work.h"
 
 namespace ck::CK_BACKEND {
 namespace {
@@ -95,13 +96,13 @@ void run(const Array& scores, int64_t T, int64_t E, int64_t C, const Array& weig
   using U = moe::order_t<A>;
   const T_* x = static_cast<const T_*>(scores.data);
   std::vector<A> maxes(static_cast<size_t>(T)), log_sums(static_cast<size_t>(T));
-  parallel_for(T, 256, [&](int64_t begin, int64_t end) {
+  moe::for_by_work(T, 256, T * E, [&](int64_t begin, int64_t end) {
     moe::stats_rows(x, begin, end, E, maxes.data(), log_sums.data(), static_cast<A*>(nullptr));
   });
   A* w = static_cast<A*>(weights.data);
   int32_t* ids = static_cast<int32_t*>(token_ids.data);
   const int64_t blocks = (E + kBlock - 1) / kBlock;
-  parallel_for(blocks, 1, [&](int64_t first, int64_t last) {
+  moe::for_by_work(blocks, 1, T * E, [&](int64_t first, int64_t last) {
     std::vector<Entry<U>> buffers(size_t(2 * kBlock * C));
     for (int64_t blk = first; blk < last; ++blk) {
       const int64_t e0 = blk * kBlock, width = std::min(kBlock, E - e0);
