@@ -106,7 +106,8 @@ void z_loss(const Array& logits, int64_t T, int64_t E, const Array& loss, const 
     // lse per row, parallel over rows whatever the chunks (a row's lse does not depend on its neighbours);
     // then the squares in the chunks' fixed order, as stats_rows sums them: the same bits, and a few
     // hundred rows of many experts no longer run on one thread.
-    moe::for_by_work(T, std::max<int64_t>(16, 16384 / E / 16 * 16), T * E, [&](int64_t begin, int64_t end) {
+    // an exponential per element: worth a second thread from a quarter of the plain passes' work
+    moe::for_by_work(T, std::max<int64_t>(16, 16384 / E / 16 * 16), 4 * T * E, [&](int64_t begin, int64_t end) {
       moe::stats_rows(x, begin, end, E, static_cast<A*>(nullptr), static_cast<A*>(nullptr), out);
     });
     const int chunks = moe::row_chunks(T);
