@@ -115,3 +115,26 @@ def test_fast_checks_fall_back_to_the_named_errors():
     w1, i1 = moe.route(x, 2, scale=2)
     w2, i2 = moe.route(x, 2, scale=2.0)
     assert torch.equal(w1, w2) and torch.equal(i1, i2)
+
+
+def test_serial_and_split_passes_keep_the_bits():
+    # small passes run without a second thread, a large expert choice over few experts splits its experts
+    # between threads: the same bits whatever the thread count
+    import commkernels
+
+    torch.manual_seed(2)
+    cases = [torch.randn(20_000, 8), torch.randn(700, 6), torch.randn(9000, 8)]
+    before, results = commkernels.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            commkernels.set_num_threads(threads)
+            out = []
+            for x in cases:
+                ec = moe.expert_choice(x, x.shape[0] // 4)
+                ids = torch.topk(x, 2, dim=1).indices
+                out += [ec.weights, ec.token_ids, moe.z_loss(x), moe.load_balancing_loss(torch.softmax(x, 1), ids)]
+            results.append(out)
+    finally:
+        commkernels.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
