@@ -138,3 +138,22 @@ def test_serial_and_split_passes_keep_the_bits():
         commkernels.set_num_threads(before)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_torch_function_modes_see_the_ops():
+    from torch.overrides import TorchFunctionMode
+
+    class Names(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    logits = torch.randn(16, 8)
+    with Names():
+        w, i = moe.route(logits, 2)
+        p = moe.plan(i, 8)
+    assert torch.equal(p.counts.sum(), torch.tensor(32))

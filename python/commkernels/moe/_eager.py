@@ -3,10 +3,10 @@
 Routing, planning and the balancing losses are latency-bound at inference sizes (tens of microseconds),
 where a custom op's trip through the dispatcher (~10 us) and ``Tensor.__dlpack__`` (Python, ~1.8 us per
 array handed to nanobind) cost as much as the kernel. When nothing traces, transforms or intercepts the
-call (no torch.compile, no fake or dispatch mode, no functorch transform, no jit trace, plain CPU tensors,
-and, for a differentiable op, no input that autograd would record), the custom op would call the very same
-kernel: the fast path calls it directly, handing the arrays over as DLPack capsules (``to_dlpack``, C, 0.2
-us). Everything else still goes through the ``commkernels::<name>`` op.
+call (no torch.compile, no fake, dispatch or torch-function mode, no functorch transform, no jit trace,
+plain CPU tensors, and, for a differentiable op, no input that autograd would record), the custom op would
+call the very same kernel: the fast path calls it directly, handing the arrays over as DLPack capsules
+(``to_dlpack``, C, 0.2 us). Everything else still goes through the ``commkernels::<name>`` op.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def plain_cpu(*tensors, differentiable=()) -> bool:
     for t in tensors:
         if t is not None and (type(t) is not torch.Tensor or not t.is_cpu):
             return False
-    if C._are_functorch_transforms_active() or C._len_torch_dispatch_stack() or C._get_tracing_state() is not None:
+    if (C._are_functorch_transforms_active() or C._len_torch_dispatch_stack() or C._get_tracing_state() is not None
+            or C._is_torch_function_mode_enabled()):
         return False
     if differentiable and torch.is_grad_enabled():
         return not any(t is not None and t.requires_grad for t in differentiable)
