@@ -85,6 +85,21 @@ CK_BINDINGS(bind_moe_core) {
       nb::arg("a").noconvert(), nb::arg("b").noconvert(), nb::arg("row_of").noconvert(), nb::arg("tokens"),
       nb::arg("k"), nb::arg("rows"), nb::arg("hidden"), nb::arg("out").noconvert(), nb::arg("stream") = 0,
       nb::call_guard<nb::gil_scoped_release>());
+
+  m.def(
+      "moe_combine_backward",
+      [](const In& y, const In& grad, const In& row_of, const In& src_of, const In& weights, int64_t tokens, int64_t k,
+         int64_t rows, int64_t hidden, const Out& grad_y, const Out& grad_w, uintptr_t stream) {
+        ck::MoveParams p{tokens, k, rows, hidden, true};
+        backend::moe_combine_backward(as_array(y, "y"), as_array(grad, "grad"), as_array(row_of, "row_of"),
+                                      as_array(src_of, "src_of"), as_array(weights, "weights"), p,
+                                      as_array(grad_y, "grad_y"), as_array(grad_w, "grad_w"),
+                                      stream_of(stream, grad_y));
+      },
+      nb::arg("y").noconvert(), nb::arg("grad").noconvert(), nb::arg("row_of").noconvert(),
+      nb::arg("src_of").noconvert(), nb::arg("weights").noconvert(), nb::arg("tokens"), nb::arg("k"),
+      nb::arg("rows"), nb::arg("hidden"), nb::arg("grad_y").noconvert(), nb::arg("grad_w").noconvert(),
+      nb::arg("stream") = 0, nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma GCC optimize("fp-contract=off")  // the same roundings as the GPU (balance.h)
 #endif
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -12,6 +13,7 @@
 #include "../common/parallel.h"
 #include "balance.h"
 #include "balance_rows.h"
+#include "small_work.h"
 
 namespace ck::CK_BACKEND {
 namespace {
@@ -49,7 +51,7 @@ void load_balancing_loss(const Array& probs, const Array& ids, int64_t T, int64_
     std::vector<int64_t> counts(size_t(chunks) * size_t(E), 0);
     std::vector<int64_t> bad(size_t(chunks), 0);
     std::vector<char> has_bad(size_t(chunks), 0);
-    parallel_chunks(T, chunks, [&](int c, int64_t begin, int64_t end) {
+    moe::chunks_by_work(T, chunks, T * E, [&](int c, int64_t begin, int64_t end) {
       double* sum = sums.data() + size_t(c) * size_t(E);
       std::vector<A> block(size_t(E), A(0));  // A sums over up to 256 rows, then into the double sums
       for (int64_t b = begin; b < end; b += 256) {
@@ -101,13 +103,22 @@ void z_loss(const Array& logits, int64_t T, int64_t E, const Array& loss, const 
     using A = acc_t<T_>;
     const T_* x = static_cast<const T_*>(logits.data);
     A* out = static_cast<A*>(lse.data);
-    const int chunks = moe::row_chunks(T);
-    std::vector<double> partial(size_t(chunks), 0.0);
-    parallel_chunks(T, chunks, [&](int c, int64_t begin, int64_t end) {
-      partial[size_t(c)] = moe::stats_rows(x, begin, end, E, static_cast<A*>(nullptr), static_cast<A*>(nullptr), out);
+    // lse per row, parallel over rows whatever the chunks (a row's lse does not depend on its neighbours);
+    // then the squares in the chunks' fixed order, as stats_rows sums them: the same bits, and a few
+    // hundred rows of many experts no longer run on one thread.
+    // an exponential per element: worth a second thread from a quarter of the plain passes' work
+    moe::for_by_work(T, std::max<int64_t>(16, 16384 / E / 16 * 16), 4 * T * E, [&](int64_t begin, int64_t end) {
+      moe::stats_rows(x, begin, end, E, static_cast<A*>(nullptr), static_cast<A*>(nullptr), out);
     });
+    const int chunks = moe::row_chunks(T);
     double total = 0.0;
-    for (double s : partial) total += s;
+    for (int c = 0; c < chunks; ++c) {
+      const int64_t begin = T / chunks * c + std::min<int64_t>(c, T % chunks);
+      const int64_t end = T / chunks * (c + 1) + std::min<int64_t>(c + 1, T % chunks);
+      double squares = 0.0;
+      for (int64_t t = begin; t < end; ++t) squares += double(out[t]) * double(out[t]);
+      total += squares;
+    }
     static_cast<A*>(loss.data)[0] = A(T ? total / double(T) : 0.0);
   });
 }
@@ -126,7 +137,7 @@ void z_loss_backward(const Array& logits, const Array& lse, const Array& grad, i
     const A* l = static_cast<const A*>(lse.data);
     T_* g = static_cast<T_*>(grad_logits.data);
     const A scale = T ? A(double(static_cast<const A*>(grad.data)[0]) * 2.0 / double(T)) : A(0);
-    parallel_for(T, 64, [&](int64_t begin, int64_t end) {
+    moe::for_by_work(T, 64, T * E, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const A lt = l[t], c = moe::fmul(scale, lt);
         const T_* row = x + t * E;

@@ -105,5 +105,12 @@ void moe_combine(const Array& y, const Array& row_of, const Array& weights, cons
 void moe_pair_dots(const Array& a, const Array& b, const Array& row_of, const MoveParams& p, const Array& out,
                    Stream stream);
 
+// Both gradients of combine(y, plan, weights) given grad [T, h]: grad_y = permute(grad, weights) (rows, h)
+// and grad_w = pair_dots(grad, y) [T, k], the same values as those two calls (same bits), in one pass over
+// the tokens on the CPU (grad[t] read once for its k rows).
+void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of, const Array& src_of,
+                          const Array& weights, const MoveParams& p, const Array& grad_y, const Array& grad_w,
+                          Stream stream);
+
 }  // namespace CK_BACKEND
 }  // namespace ck

@@ -277,6 +277,76 @@ CK_ALWAYS_INLINE void dot_rows(const X* a, const X* b, const int32_t* row_of, co
     }
 }
 
+// combine's two gradients for tokens [t0, t1), grad[t] read once for its k rows: grad_y[r] = w[t, j] * grad[t]
+// (as scale_row) and grad_w[t, j] = dot(grad[t], y[r]) (as dot_row: the same partial sums, same bits), for
+// each kept pair (t, j) in row r. *bad = 1 when a row is out of range or src_of[r] is not t*k + j: the caller
+// then runs the two separate passes, which report (or, for a plan whose halves disagree, follow) src_of.
+template <class X, class W>
+CK_ALWAYS_INLINE void combine_backward_tokens(const X* y, const X* g, const int32_t* row_of, const int32_t* src_of,
+                                              const W* weights, const MoveParams& p, X* gy, W* gw, int64_t t0,
+                                              int64_t t1, char* bad) {
+  using A = acc_t<X>;
+  static_assert(kTile % 16 == 0, "the dot's 16 lanes continue across tiles");
+  const int64_t h = p.hidden, k = p.k;
+  const bool stream = p.rows * h * int64_t(sizeof(X)) >= kStreamBytes;
+  alignas(64) X tile[kTile];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int32_t* rows = row_of + t * k;
+    bool ok = true;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t r = rows[j];
+      ok = ok && r >= -1 && r < p.rows && (r < 0 || src_of[r] == t * k + j);
+    }
+    if (!ok) {
+      *bad = 1;
+      break;
+    }
+    const X* __restrict__ gt = g + t * h;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t r = rows[j];
+      if (r < 0) {
+        gw[t * k + j] = W(0);
+        continue;
+      }
+      const A w = A(weights[t * k + j]);
+      const X* __restrict__ yr = y + int64_t(r) * h;
+      X* o = gy + int64_t(r) * h;
+      A part[16] = {};
+      for (int64_t i0 = 0; i0 < h; i0 += kTile) {
+        const int64_t n = std::min(kTile, h - i0);
+        for (int64_t i = 0; i < n; ++i) tile[i] = from_acc<X>(A(to_acc(gt[i0 + i])) * w);
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16)
+          for (int l = 0; l < 16; ++l) part[l] += A(to_acc(gt[i0 + i + l])) * A(to_acc(yr[i0 + i + l]));
+        for (int l = 0; i < n; ++i, ++l) part[l] += A(to_acc(gt[i0 + i])) * A(to_acc(yr[i0 + i]));
+        copy_bytes(o + i0, tile, size_t(n) * sizeof(X), stream);
+      }
+      for (int s = 8; s >= 1; s /= 2)
+        for (int l = 0; l < s; ++l) part[l] += part[l + s];
+      gw[t * k + j] = W(part[0]);
+    }
+  }
+  stream_fence(stream);
+}
+
+// The rows no pair writes: zero the padding rows of [r0, r1); *bad = 1 when a row's pair does not point back.
+template <class X>
+CK_ALWAYS_INLINE void zero_padding_rows(const int32_t* src_of, const int32_t* row_of, const MoveParams& p, X* out,
+                                        int64_t r0, int64_t r1, char* bad) {
+  const int64_t h = p.hidden, pairs = p.tokens * p.k;
+  const bool stream = p.rows * h * int64_t(sizeof(X)) >= kStreamBytes;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t s = src_of[r];
+    if (s == pairs) {
+      zero_bytes(out + r * h, size_t(h) * sizeof(X), stream);
+    } else if (s < 0 || s > pairs || row_of[s] != r) {
+      *bad = 1;
+      break;
+    }
+  }
+  stream_fence(stream);
+}
+
 // The same loops compiled twice: for any x86-64, and for AVX-512 where the CPU has it.
 #define CK_MOVE_VARIANTS(name, args, call)                                                  \
   template <class X, class W> void name##_base args { call; }                               \
@@ -301,6 +371,11 @@ CK_MOVE_VARIANTS(combine, (const X* x, const int32_t* idx, const W* w, const Mov
 #define CK_MOVE_FORWARD (x, b, idx, p, out, a0, a1, bad)
 CK_MOVE_VARIANTS(dots, (const X* x, const X* b, const int32_t* idx, const MoveParams& p, W* out, int64_t a0,
                         int64_t a1, char* bad), (dot_rows<X, W>(x, b, idx, p, out, a0, a1, bad)))
+#undef CK_MOVE_FORWARD
+#define CK_MOVE_FORWARD (y, g, ro, so, w, p, gy, gw, a0, a1, bad)
+CK_MOVE_VARIANTS(combine_backward, (const X* y, const X* g, const int32_t* ro, const int32_t* so, const W* w,
+                                    const MoveParams& p, X* gy, W* gw, int64_t a0, int64_t a1, char* bad),
+                 (combine_backward_tokens<X, W>(y, g, ro, so, w, p, gy, gw, a0, a1, bad)))
 #undef CK_MOVE_FORWARD
 
 // Calls f(X tag, W tag): X the rows' float type, W the weights' (float when there are none).
@@ -383,6 +458,55 @@ void moe_pair_dots(const Array& a, const Array& b, const Array& row_of, const Mo
       for (char bb : bad) check(!bb, "plan.row_of: expected rows in [-1, rows)");
     });
   });
+}
+
+void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of, const Array& src_of,
+                          const Array& weights, const MoveParams& p, const Array& grad_y, const Array& grad_w,
+                          Stream stream) {
+  check(p.tokens >= 0 && p.k >= 1 && p.rows >= 0 && p.hidden >= 0, "plan: bad sizes");
+  check(y.size == p.rows * p.hidden, "y: size does not match the plan");
+  check(grad.size == p.tokens * p.hidden, "grad: expected [T, h] elements");
+  if (grad.dtype != y.dtype) throw TypeError("grad: expected y's dtype");
+  check(grad_y.size == y.size, "grad_y: expected y's size");
+  if (grad_y.dtype != y.dtype) throw TypeError("grad_y: expected y's dtype");
+  check(row_of.size == p.tokens * p.k, "plan.row_of: expected T * k elements");
+  row_of.as<int32_t>("plan.row_of");
+  check(src_of.size == p.rows, "plan.src_of: expected rows elements");
+  src_of.as<int32_t>("plan.src_of");
+  check(weights.size == p.tokens * p.k, "weights: expected [T, k] elements");
+  check(grad_w.size == weights.size, "grad_w: expected weights' size");
+  if (grad_w.dtype != weights.dtype) throw TypeError("grad_w: expected weights' dtype");
+  bool fused_ok = true;
+  dispatch_move(y.dtype, true, weights.dtype, [&](auto xt, auto wt) {
+    using X = typename decltype(xt)::type;
+    using W = typename decltype(wt)::type;
+    const auto* ro = static_cast<const int32_t*>(row_of.data);
+    const auto* so = static_cast<const int32_t*>(src_of.data);
+    X* gy = static_cast<X*>(grad_y.data);
+    const int64_t grain = std::max<int64_t>(1, rows_grain(p.hidden) / p.k);
+    std::vector<char> bad(size_t(std::max<int64_t>(1, (p.tokens + grain - 1) / grain)), 0);
+    parallel_for(p.tokens, grain, [&](int64_t t0, int64_t t1) {
+      combine_backward_best<X, W>(static_cast<const X*>(y.data), static_cast<const X*>(grad.data), ro, so,
+                                  static_cast<const W*>(weights.data), p, gy, static_cast<W*>(grad_w.data), t0, t1,
+                                  &bad[size_t(t0 / grain)]);
+    });
+    const int64_t rgrain = std::max<int64_t>(rows_grain(p.hidden), 4096);  // mostly a scan of src_of
+    std::vector<char> rbad(size_t(std::max<int64_t>(1, (p.rows + rgrain - 1) / rgrain)), 0);
+    parallel_for(p.rows, rgrain, [&](int64_t r0, int64_t r1) {
+      zero_padding_rows<X>(so, ro, p, gy, r0, r1, &rbad[size_t(r0 / rgrain)]);
+    });
+    for (char b : bad) fused_ok = fused_ok && !b;
+    for (char b : rbad) fused_ok = fused_ok && !b;
+  });
+  if (fused_ok) return;
+  // A plan out of range, or whose row_of and src_of disagree (not one that plan() made): the two passes,
+  // grad_y from src_of and grad_w from row_of, as the separate permute and pair_dots calls would do.
+  MoveParams pw = p;
+  pw.weighted = true;
+  moe_permute(grad, src_of, weights, pw, grad_y, stream);
+  MoveParams pd = p;
+  pd.weighted = false;
+  moe_pair_dots(grad, y, row_of, pd, grad_w, stream);
 }
 
 }  // namespace ck::CK_BACKEND

@@ -12,6 +12,7 @@
 #include "../common/parallel.h"
 #include "balance_rows.h"
 #include "expert_choice.h"
+#include "small_work.h"
 
 namespace ck::CK_BACKEND {
 namespace {
@@ -95,16 +96,20 @@ void run(const Array& scores, int64_t T, int64_t E, int64_t C, const Array& weig
   using U = moe::order_t<A>;
   const T_* x = static_cast<const T_*>(scores.data);
   std::vector<A> maxes(static_cast<size_t>(T)), log_sums(static_cast<size_t>(T));
-  parallel_for(T, 256, [&](int64_t begin, int64_t end) {
+  moe::for_by_work(T, 256, T * E, [&](int64_t begin, int64_t end) {
     moe::stats_rows(x, begin, end, E, maxes.data(), log_sums.data(), static_cast<A*>(nullptr));
   });
   A* w = static_cast<A*>(weights.data);
   int32_t* ids = static_cast<int32_t*>(token_ids.data);
-  const int64_t blocks = (E + kBlock - 1) / kBlock;
-  parallel_for(blocks, 1, [&](int64_t first, int64_t last) {
+  // experts per sweep: kBlock, or fewer when that leaves the second thread idle on a large pass (each
+  // expert's candidates see the tokens in the same order whatever its block: the same result)
+  int64_t per_block = kBlock;
+  if (E > 1 && E <= kBlock && T * E > moe::kParallelWork && max_threads() > 1) per_block = (E + 1) / 2;
+  const int64_t blocks = (E + per_block - 1) / per_block;
+  moe::for_by_work(blocks, 1, T * E, [&](int64_t first, int64_t last) {
     std::vector<Entry<U>> buffers(size_t(2 * kBlock * C));
     for (int64_t blk = first; blk < last; ++blk) {
-      const int64_t e0 = blk * kBlock, width = std::min(kBlock, E - e0);
+      const int64_t e0 = blk * per_block, width = std::min(per_block, E - e0);
       if (C > 0) sweep(x, maxes.data(), log_sums.data(), T, E, C, e0, width, buffers.data());
       for (int64_t l = 0; l < width; ++l) {
         Entry<U>* best = buffers.data() + 2 * C * l;

@@ -11,9 +11,9 @@ losses, aux-loss-free bias balancing), ``_expert_choice`` (expert-choice routing
 """
 
 from ._balance import capacity, load_balancing_loss, update_expert_bias_, z_loss
-from ._dispatch import Plan, combine, num_rows, permute, plan
+from ._dispatch import Plan, combine, num_rows, permute, plan, release_cached_memory
 from ._expert_choice import ExpertChoice, expert_choice
 from ._route import route
 
 __all__ = ["route", "Plan", "plan", "num_rows", "permute", "combine", "capacity", "load_balancing_loss", "z_loss",
-           "update_expert_bias_", "ExpertChoice", "expert_choice"]
+           "update_expert_bias_", "ExpertChoice", "expert_choice", "release_cached_memory"]

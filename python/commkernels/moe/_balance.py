@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _checks, _torch_ops
+from . import _eager
 
 FORMULAS = ("megatron", "deepspeed", "tutel", "megablocks")
 
@@ -184,6 +185,11 @@ def load_balancing_loss(probs, ids, num_experts: int | None = None, first_choice
     Returns a 0-d float32 array (float64 for float64 probs). Differentiable w.r.t. probs (torch): the
     gradient is E f_i / T for every token. Deterministic: sums over fixed row chunks in a fixed order.
     """
+    te, tk = _eager.float_matrix(probs), _eager.index_matrix(ids)
+    if (te is not None and (tk is not None and tk[0] == te[0] or _eager.index_vector(ids, te[0]))
+            and (num_experts is None or (type(num_experts) is int and num_experts == te[1]))
+            and type(first_choice_only) is bool and _eager.plain_cpu(probs, ids, differentiable=(probs,))):
+        return _lbl_eager(probs, ids, first_choice_only)  # the checks below, passed
     T, E = _matrix(probs, "probs")
     if num_experts is not None and _checks.integer(num_experts, "num_experts", 1) != E:
         raise ValueError(f"num_experts: expected probs.shape[1] = {E}, got {num_experts}")
@@ -197,8 +203,23 @@ def load_balancing_loss(probs, ids, num_experts: int | None = None, first_choice
     if not isinstance(first_choice_only, bool):
         raise TypeError(f"first_choice_only: expected a bool, got {type(first_choice_only).__name__}")
     _ids_in_range(ids, E, "ids")
-    op = _lbl_op if _backend.is_torch(probs) else _lbl_kernel
-    return op(probs, ids, first_choice_only)[0]
+    if not _backend.is_torch(probs):
+        return _lbl_kernel(probs, ids, first_choice_only)[0]
+    if _eager.plain_cpu(probs, ids, differentiable=(probs,)):
+        return _lbl_eager(probs, ids, first_choice_only)
+    return _lbl_op(probs, ids, first_choice_only)[0]
+
+
+def _lbl_eager(probs, ids, first_only: bool):
+    """_lbl_kernel's loss for plain CPU torch tensors (see _eager)."""
+    torch = _torch_ops.torch
+    T, E = probs.shape
+    k = int(ids.shape[1]) if ids.dim() == 2 else 1
+    acc = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    loss, fraction = torch.empty((), dtype=acc), torch.empty(E, dtype=acc)
+    dl = _eager.dl
+    _backend._cpu.moe_load_balancing_loss(dl(probs), dl(ids), T, E, k, first_only, dl(loss), dl(fraction), 0)
+    return loss
 
 
 # ---- z-loss (ST-MoE) ----------------------------------------------------------------------------------
@@ -250,9 +271,24 @@ def z_loss(logits):
     logits: [T, E] float32, float64, float16 or bfloat16, contiguous. Returns a 0-d float32 array (float64
     for float64 logits). Differentiable w.r.t. logits (torch): 2/T * lse_t * softmax(logits_t).
     """
+    if _eager.float_matrix(logits) is not None and _eager.plain_cpu(logits, differentiable=(logits,)):
+        return _z_eager(logits)  # _matrix's checks, passed
     _matrix(logits, "logits")
-    op = _z_op if _backend.is_torch(logits) else _z_kernel
-    return op(logits)[0]
+    if not _backend.is_torch(logits):
+        return _z_kernel(logits)[0]
+    if _eager.plain_cpu(logits, differentiable=(logits,)):
+        return _z_eager(logits)
+    return _z_op(logits)[0]
+
+
+def _z_eager(logits):
+    """_z_kernel's loss for plain CPU torch tensors (see _eager)."""
+    torch = _torch_ops.torch
+    T, E = logits.shape
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    loss, lse = torch.empty((), dtype=acc), torch.empty(T, dtype=acc)
+    _backend._cpu.moe_z_loss(_eager.dl(logits), T, E, _eager.dl(loss), _eager.dl(lse), 0)
+    return loss
 
 
 # ---- aux-loss-free balancing (DeepSeek-V3) ------------------------------------------------------------

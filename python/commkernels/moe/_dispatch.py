@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend, _checks, _torch_ops
+from . import _eager
 
 _MAX = (1 << 31) - 1
 DROP_POLICIES = ("position", "score")
@@ -101,6 +102,15 @@ def plan(ids, num_experts: int, capacity: int | None = None, drop_policy: str = 
     int32 or int64, contiguous, in [0, num_experts): out-of-range ids raise ValueError on the CPU; on the
     GPU (which cannot raise without a read-back) they are dropped (row_of = -1, counted nowhere).
     """
+    tk = _eager.index_matrix(ids)
+    if (tk is not None and weights is None and drop_policy == "position" and tk[0] * tk[1] <= _MAX - 1
+            and _eager.small_int(num_experts, 1, _MAX) and _eager.small_int(align, 1, _MAX)
+            and (capacity is None or _eager.small_int(capacity, 0, _MAX))
+            and num_rows(tk[0], tk[1], num_experts, capacity, align) <= _MAX and _eager.plain_cpu(ids)):
+        # the checks below, passed
+        counts, offsets, row_of, src_of, block_expert = _plan_eager(
+            ids, num_experts, -1 if capacity is None else capacity, False, align, None)
+        return Plan(counts, offsets, row_of, src_of, block_expert, num_experts, capacity, align)
     _backend.framework(ids, "ids")
     if _backend.dtype_name(ids) not in _backend.INDEX_DTYPES:
         raise TypeError(f"ids: expected int32 or int64, got {_backend.dtype_name(ids)}")
@@ -131,11 +141,52 @@ def plan(ids, num_experts: int, capacity: int | None = None, drop_policy: str = 
         weights = None
     _checks.integer(num_rows(tokens, k, num_experts, capacity, align), "rows", 0, _MAX)
     args = (ids, num_experts, -1 if capacity is None else capacity, by_score, align, weights)
-    counts, offsets, row_of, src_of, block_expert = _plan_op(*args) if _backend.is_torch(ids) else _plan_kernel(*args)
+    if not _backend.is_torch(ids):
+        kernel = _plan_kernel
+    else:
+        kernel = _plan_eager if _eager.plain_cpu(ids, weights) else _plan_op
+    counts, offsets, row_of, src_of, block_expert = kernel(*args)
     return Plan(counts, offsets, row_of, src_of, block_expert if align > 1 else None, num_experts, capacity, align)
 
 
+def _plan_eager(ids, num_experts, capacity, by_score, align, weights):
+    """_plan_kernel for plain CPU torch tensors (see _eager): no dispatcher, capsules for nanobind, and no
+    block_expert array when align = 1."""
+    torch = _torch_ops.torch
+    tokens, k = ids.shape
+    rows = num_rows(tokens, k, num_experts, None if capacity < 0 else capacity, align)
+    counts, offsets = torch.empty(num_experts, dtype=torch.int64), torch.empty(num_experts + 1, dtype=torch.int64)
+    row_of, src_of = torch.empty((tokens, k), dtype=torch.int32), torch.empty(rows, dtype=torch.int32)
+    block_expert = torch.empty(rows // align, dtype=torch.int32) if align > 1 else None
+    dl = _eager.dl
+    _backend._cpu.moe_plan(dl(ids), tokens, k, num_experts, capacity, by_score, align, dl(weights), dl(counts),
+                           dl(offsets), dl(row_of), dl(src_of), dl(block_expert), 0)
+    return counts, offsets, row_of, src_of, block_expert
+
+
 # ---- permute, combine and their gradients -------------------------------------------------------------
+
+POOL_MIN_BYTES = 8 << 20  # outputs this large on the CPU (torch) come from the host buffer cache
+
+
+def _output(like, n: int):
+    """A new n-element output of like's dtype. Large CPU torch outputs come from commkernels' cache of host
+    buffers: the pages of the last freed output of that size, already mapped (a fresh mapping costs a page
+    fault per 4 KiB on first touch, more than the row moves themselves). See release_cached_memory."""
+    if _backend.is_torch(like) and like.is_cpu and n * like.element_size() >= POOL_MIN_BYTES:
+        return _backend._cpu.moe_host_buffer(n, _backend.dtype_name(like))
+    return _backend.empty(like, n)
+
+
+def release_cached_memory() -> int:
+    """Frees the host buffers commkernels.moe keeps for its large CPU torch outputs; returns the bytes freed.
+
+    permute, combine and their gradients take outputs of 8 MiB or more (CPU torch tensors) from a cache: when
+    such an output dies its memory is kept, at most min(RAM / 8, 4 GiB) of it, and the next output of the
+    same size reuses it, since touching a fresh mapping costs a page fault per 4 KiB page. Call this to hand
+    the unused buffers back to the system (buffers still in use return to the cache when they die)."""
+    return int(_backend._cpu.moe_host_pool_release())
+
 
 def _sizes(row_of, src_of, hidden):
     tokens, k = tuple(row_of.shape)
@@ -144,7 +195,7 @@ def _sizes(row_of, src_of, hidden):
 
 def _permute_kernel(x, src_of, row_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, x.shape[1])
-    out = _backend.empty(x, rows * hidden)
+    out = _output(x, rows * hidden)
     _backend.module(x).moe_permute(x, src_of, weights, tokens, k, rows, hidden, out, _backend.stream(x))
     return _backend.finish(x, out.reshape(rows, hidden))
 
@@ -155,7 +206,7 @@ def _permute_fake(x, src_of, row_of, weights):
 
 def _combine_kernel(y, row_of, src_of, weights):
     tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
-    out = _backend.empty(y, tokens * hidden)
+    out = _output(y, tokens * hidden)
     _backend.module(y).moe_combine(y, row_of, weights, tokens, k, rows, hidden, out, _backend.stream(y))
     return _backend.finish(y, out.reshape(tokens, hidden))
 
@@ -204,14 +255,54 @@ def _permute_backward(ctx, grad):
     return gx, None, None, gw
 
 
+# combine_backward: both gradients of combine at once, gy = permute(g, w) and gw = pair_dots(g, y), in one
+# pass over the tokens (g[t] read once for its k rows). Its own gradients, given (ggy, ggw):
+#   dy = permute(g, ggw);  dg = combine(ggy, w) + combine(y, ggw);  dw = pair_dots(g, ggy)
+def _combine_backward_kernel(y, grad, row_of, src_of, weights):
+    tokens, k, rows, hidden = _sizes(row_of, src_of, y.shape[1])
+    grad_y, grad_w = _output(y, rows * hidden), _backend.empty(weights, tokens * k)
+    _backend.module(y).moe_combine_backward(y, grad, row_of, src_of, weights, tokens, k, rows, hidden, grad_y, grad_w,
+                                            _backend.stream(y))
+    return grad_y.reshape(rows, hidden), grad_w.reshape(tokens, k)
+
+
+def _combine_backward_fake(y, grad, row_of, src_of, weights):
+    return y.new_empty(tuple(y.shape)), weights.new_empty(tuple(weights.shape))
+
+
+def _combine_backward_backward(ctx, ggy, ggw):
+    y, grad, row_of, src_of, weights = ctx.saved_tensors
+    need_y, need_grad, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[4]
+    ggy = None if ggy is None else ggy.contiguous()
+    ggw = None if ggw is None else ggw.contiguous()
+    dy = _permute_op(grad, src_of, row_of, ggw) if need_y and ggw is not None else None
+    dg = None
+    if need_grad:
+        if ggy is not None:
+            dg = _combine_op(ggy, row_of, src_of, weights)
+        if ggw is not None:
+            part = _combine_op(y, row_of, src_of, ggw)
+            dg = part if dg is None else dg + part
+    dw = _pair_dots_op(grad, ggy, row_of, src_of, weights.dtype) if need_w and ggy is not None else None
+    return dy, dg, None, None, dw
+
+
+_combine_backward_op = _torch_ops.define(
+    "moe_combine_backward",
+    "(Tensor y, Tensor grad, Tensor row_of, Tensor src_of, Tensor weights) -> (Tensor, Tensor)",
+    _combine_backward_kernel, _combine_backward_fake, backward=_combine_backward_backward, setup_context=_move_setup)
+
+
 # combine: out[t] = sum_j w[t, j] y[row_of[t, j]].  dy = permute(g, w);  dw[t, j] = dot(g[t], y[row_of[t, j]])
 def _combine_backward(ctx, grad):
     y, row_of, src_of, weights = ctx.saved_tensors
     grad = grad.contiguous()
-    gy = _permute_op(grad, src_of, row_of, weights) if ctx.needs_input_grad[0] else None
-    gw = None
-    if weights is not None and ctx.needs_input_grad[3]:
-        gw = _pair_dots_op(grad, y, row_of, src_of, weights.dtype)
+    need_y, need_w = ctx.needs_input_grad[0], weights is not None and ctx.needs_input_grad[3]
+    if need_y and need_w:
+        gy, gw = _combine_backward_op(y, grad, row_of, src_of, weights)
+        return gy, None, None, gw
+    gy = _permute_op(grad, src_of, row_of, weights) if need_y else None
+    gw = _pair_dots_op(grad, y, row_of, src_of, weights.dtype) if need_w else None
     return gy, None, None, gw
 
 
@@ -284,7 +375,8 @@ def permute(x, plan: Plan, weights=None, out=None):
     x: [T, h] float32, float64, float16 or bfloat16, contiguous, T = plan.num_tokens. weights: optional
     [T, k] float32 or float64. out: optional [rows, h] array of x's dtype to write into and return (reuse it
     step after step: a fresh large buffer costs more in page faults than the copy; not while autograd
-    records).
+    records). Without out, a CPU torch output of 8 MiB or more comes from commkernels' cache of host
+    buffers (see release_cached_memory).
     """
     _checks.float_array(x, "x")
     _check_plan(plan, x, "x")
@@ -303,11 +395,13 @@ def combine(y, plan: Plan, weights=None, out=None):
     """Tokens back from expert rows: out [T, h], out[t] = sum over the kept slots j of weights[t, j] *
     y[plan.row_of[t, j]] (unit weights when None), accumulated in float32 (float64 for float64) in slot
     order; a token whose slots were all dropped gets zeros. Gather-based, deterministic, no atomics.
-    Differentiable for torch tensors w.r.t. y (a weighted permute) and weights (row dot products).
+    Differentiable for torch tensors w.r.t. y (a weighted permute) and weights (row dot products); with
+    both needed they come from one fused pass over the tokens (commkernels::moe_combine_backward).
 
     y: [rows, h] float32, float64, float16 or bfloat16, contiguous, rows = plan.rows. weights: [T, k]
     float32 or float64 (e.g. route's weights), or None. out: optional [T, h] array of y's dtype to write
-    into and return (as permute's; not while autograd records).
+    into and return (as permute's; not while autograd records). Without out, large CPU torch outputs come
+    from the host buffer cache, as permute's.
     """
     _checks.float_array(y, "y")
     _check_plan(plan, y, "y")

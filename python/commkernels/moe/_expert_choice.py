@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend, _checks, _torch_ops
+from . import _eager
 from ._balance import _acc, _matrix
 
 
@@ -70,7 +71,25 @@ def expert_choice(scores, capacity: int) -> ExpertChoice:
     Returns ExpertChoice(weights, token_ids), both [E, capacity]. Differentiable w.r.t. scores through the
     weights (torch).
     """
+    te = _eager.float_matrix(scores)
+    if te is not None and _eager.small_int(capacity, 0, te[0]) and _eager.plain_cpu(scores, differentiable=(scores,)):
+        return ExpertChoice(*_eager_kernel(scores, capacity))  # the checks below, passed
     T, _ = _matrix(scores, "scores")
     capacity = _checks.integer(capacity, "capacity", 0, T)
-    weights, ids = (_op if _backend.is_torch(scores) else _kernel)(scores, capacity)
+    if not _backend.is_torch(scores):
+        kernel = _kernel
+    else:
+        kernel = _eager_kernel if _eager.plain_cpu(scores, differentiable=(scores,)) else _op
+    weights, ids = kernel(scores, capacity)
     return ExpertChoice(weights, ids)
+
+
+def _eager_kernel(scores, capacity: int):
+    """_kernel for plain CPU torch tensors (see _eager)."""
+    torch = _torch_ops.torch
+    T, E = scores.shape
+    weights = torch.empty((E, capacity), dtype=torch.float64 if scores.dtype == torch.float64 else torch.float32)
+    ids = torch.empty((E, capacity), dtype=torch.int32)
+    dl = _eager.dl
+    _backend._cpu.moe_expert_choice(dl(scores), T, E, capacity, dl(weights), dl(ids), 0)
+    return weights, ids

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _checks, _torch_ops
+from . import _eager
 
 SCORES = {"softmax": 0, "sigmoid": 1, "sqrtsoftplus": 2}
 RENORM_EPS = 1e-20  # added to the sum of sigmoid-type weights when renormalising (as Megatron-Core)
@@ -131,6 +132,12 @@ def route(logits, k: int, score: str = "softmax", order: str = "pre", renormaliz
     k: 1 <= k <= E (and k <= topk_group * E / n_group with groups). bias: [E] float array, same framework and
     device (cast to the score dtype). n_group: a divisor of E; topk_group: 1..n_group (both or neither).
     """
+    te = _eager.float_matrix(logits)
+    if (te is not None and bias is None and n_group is None and topk_group is None and order == "pre"
+            and type(score) is str and score in SCORES and type(renormalize) is bool
+            and _eager.small_int(k, 1, te[1]) and te[0] * k <= _MAX and type(scale) is float
+            and math.isfinite(scale) and _eager.plain_cpu(logits, differentiable=(logits,))):
+        return _route_eager(logits, k, score, False, renormalize, None, 0, 0, scale)  # checks as below, passed
     _checks.float_array(logits, "logits")
     shape = _shape(logits)
     if len(shape) != 2:
@@ -168,4 +175,20 @@ def route(logits, k: int, score: str = "softmax", order: str = "pre", renormaliz
     if post and (score != "softmax" or bias is not None or n_group is not None):
         raise ValueError("order: 'post' (top-k, then softmax over the k) needs score='softmax', no bias, no groups")
     args = (logits, k, score, post, bool(renormalize), bias, n_group or 0, topk_group or 0, float(scale))
-    return _route_op(*args) if _backend.is_torch(logits) else _route_kernel(*args)
+    if not _backend.is_torch(logits):
+        return _route_kernel(*args)
+    if _eager.plain_cpu(logits, bias, differentiable=(logits,)):
+        return _route_eager(*args)
+    return _route_op(*args)
+
+
+def _route_eager(logits, k, score, post, renormalize, bias, n_group, topk_group, scale):
+    """_route_kernel for plain CPU torch tensors (see _eager): no dispatcher, capsules for nanobind."""
+    torch = _torch_ops.torch
+    tokens, experts = logits.shape
+    weights = torch.empty((tokens, k), dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    ids = torch.empty((tokens, k), dtype=torch.int32)
+    dl = _eager.dl
+    _backend._cpu.moe_route(dl(logits), tokens, experts, k, SCORES[score], post, renormalize, dl(bias), n_group,
+                            topk_group, scale, dl(weights), dl(ids), 0)
+    return weights, ids
