@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .. import _backend, _checks, _torch_ops
+from .. import _backend, _checks, _eager, _torch_ops
 from ._inputs import Updates, finish, from_parts, output, updates
 
 _MAX_SIZE = (1 << 62)
@@ -126,6 +126,24 @@ def _overlap(a, b) -> bool:
     return False
 
 
+def _plain_pair(target, source) -> bool:
+    """Whether (target, source) is the common call on plain CPU torch tensors (see _eager) that the full
+    checks of _inplace_pair would accept: one float dtype (or a float32 target of a 16-bit source), both
+    contiguous, as many elements, and the same memory or none in common. Anything else takes the full path."""
+    torch = _torch_ops.torch
+    if not _eager.plain_cpu(target, source, differentiable=(target, source)) or target.is_inference():
+        return False
+    tdt, sdt = target.dtype, source.dtype
+    if tdt not in _eager.FLOATS or not (tdt == sdt or (tdt == torch.float32 and sdt != torch.float64)):
+        return False
+    n = target.numel()
+    if source.numel() != n or not (target.is_contiguous() and source.is_contiguous()):
+        return False
+    ta, sa = target.data_ptr(), source.data_ptr()
+    te, se = ta + n * target.element_size(), sa + n * source.element_size()
+    return te <= sa or se <= ta or (ta == sa and tdt == sdt)
+
+
 def _buffer_add_kernel(buffer, update, weight: float) -> None:
     _backend.module(buffer).buffer_add(buffer.reshape(-1), update.reshape(-1), weight, _backend.stream(buffer))
 
@@ -153,6 +171,11 @@ def buffer_add_(buffer, update, weight: float = 1.0):
     contiguous and writable. weight: a finite real (e.g. ``staleness_weight(tau, ...)`` / K). Deterministic
     (elementwise). Not differentiable.
     """
+    if _backend.is_torch(buffer) and _plain_pair(buffer, update):
+        weight = _real(weight, "weight")
+        _eager.mutated(buffer)
+        _backend._cpu.buffer_add(_eager.dl(buffer), _eager.dl(update), weight, 0)
+        return buffer
     _inplace_pair(buffer, update, "buffer", "update")
     weight = _real(weight, "weight")
     if _backend.is_torch(buffer):
@@ -171,6 +194,11 @@ def fedasync_mix_(x, x_new, alpha: float):
     x_new's dtype, the same number of elements, framework and device as x_new; contiguous and writable.
     alpha: a real in [0, 1] (FedAsync: alpha_t = alpha * staleness_weight(tau, ...)). Not differentiable.
     """
+    if _backend.is_torch(x) and _plain_pair(x, x_new):
+        alpha = _real(alpha, "alpha", 0.0, 1.0)
+        _eager.mutated(x)
+        _backend._cpu.fedasync_mix(_eager.dl(x), _eager.dl(x_new), alpha, 0)
+        return x
     _inplace_pair(x, x_new, "x", "x_new")
     alpha = _real(alpha, "alpha", 0.0, 1.0)
     if _backend.is_torch(x):

@@ -19,8 +19,7 @@ import numbers
 
 import numpy as np
 
-from .. import _backend, _checks, _torch_ops
-from . import _eager
+from .. import _backend, _checks, _eager, _torch_ops
 
 FORMULAS = ("megatron", "deepspeed", "tutel", "megablocks")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .. import _backend, _checks, _torch_ops
-from . import _eager
+from .. import _backend, _checks, _eager, _torch_ops
 
 _MAX = (1 << 31) - 1
 DROP_POLICIES = ("position", "score")

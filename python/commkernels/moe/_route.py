@@ -7,8 +7,7 @@ import numbers
 
 import numpy as np
 
-from .. import _backend, _checks, _torch_ops
-from . import _eager
+from .. import _backend, _checks, _eager, _torch_ops
 
 SCORES = {"softmax": 0, "sigmoid": 1, "sqrtsoftplus": 2}
 RENORM_EPS = 1e-20  # added to the sum of sigmoid-type weights when renormalising (as Megatron-Core)

@@ -1,17 +1,19 @@
 """The eager fast path for CPU torch tensors: the kernel called without the torch.library dispatcher.
 
-Routing, planning and the balancing losses are latency-bound at inference sizes (tens of microseconds),
-where a custom op's trip through the dispatcher (~10 us) and ``Tensor.__dlpack__`` (Python, ~1.8 us per
-array handed to nanobind) cost as much as the kernel. When nothing traces, transforms or intercepts the
+Small calls (MoE routing, planning and balancing losses at inference sizes; aggregate.mean, buffer_add_
+and fedasync_mix_ on cache-sized vectors) take tens of microseconds, where a custom op's trip through the
+dispatcher (~10 us, more with autograd and in-place bookkeeping) and ``Tensor.__dlpack__`` (Python, ~1.8 us
+per array handed to nanobind) cost as much as the kernel. When nothing traces, transforms or intercepts the
 call (no torch.compile, no fake, dispatch or torch-function mode, no functorch transform, no jit trace,
 plain CPU tensors, and, for a differentiable op, no input that autograd would record), the custom op would
 call the very same kernel: the fast path calls it directly, handing the arrays over as DLPack capsules
-(``to_dlpack``, C, 0.2 us). Everything else still goes through the ``commkernels::<name>`` op.
+(``to_dlpack``, C, 0.2 us). Everything else still goes through the ``commkernels::<name>`` op. An in-place
+kernel called this way bumps the tensor's version counter itself (``mutated``), as the op would.
 """
 
 from __future__ import annotations
 
-from .. import _torch_ops
+from . import _torch_ops
 
 torch = _torch_ops.torch
 if torch is not None:
@@ -35,6 +37,11 @@ def plain_cpu(*tensors, differentiable=()) -> bool:
     return True
 
 
+def mutated(*tensors) -> None:
+    """What a mutating op does for autograd: bump the version counters of the tensors written in place."""
+    torch.autograd.graph.increment_version(tensors)
+
+
 def dl(t):
     """A DLPack capsule for a CPU tensor (None stays None): nanobind's cheapest way in."""
     return None if t is None else _to_dlpack(t)
@@ -47,13 +54,13 @@ def dl(t):
 
 _MAX = (1 << 31) - 1
 if torch is not None:
-    _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
     _INDEX = (torch.int32, torch.int64)
 
 
 def float_matrix(x):
     """(T, E) for a plain contiguous CPU torch float tensor [T, E] with E >= 1 and T * E < 2^31, else None."""
-    if (torch is None or type(x) is not torch.Tensor or not x.is_cpu or x.dtype not in _FLOATS or x.dim() != 2
+    if (torch is None or type(x) is not torch.Tensor or not x.is_cpu or x.dtype not in FLOATS or x.dim() != 2
             or not x.is_contiguous()):
         return None
     T, E = x.shape
