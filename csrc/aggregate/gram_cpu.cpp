@@ -343,6 +343,15 @@ CK_INLINE void combine_vectors(const RowView<T>& rows, const std::vector<int64_t
   }
 }
 
+template <int K, class T>
+CK_INLINE void combine_group(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
+                             const uint8_t* used, bool all_finite, int64_t j0, int64_t vec_len, T* out, int64_t d) {
+  if (all_finite)
+    combine_vectors<K, false, T>(rows, active, weights, used, j0, vec_len, out, d);
+  else
+    combine_vectors<K, true, T>(rows, active, weights, used, j0, vec_len, out, d);
+}
+
 // The (output group, worker) pairs of W, prepared once per call: groups of kOut outputs; per group the
 // workers with a non-zero weight in it (`active`), their weights (acc_t) and which are non-zero.
 template <class A>
@@ -397,22 +406,17 @@ CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, int64_t r, const
       const uint8_t* used = plan.used.data() + g * m * kOut;
       const std::vector<int64_t>& active = plan.active[size_t(g)];
       T* group_out = out + g * kOut * d;
-      const auto run = [&](auto k) {
-        constexpr int K = decltype(k)::value;
-        if (all_finite)
-          combine_vectors<K, false, T>(rows, active, weights, used, j0 + c0, c_len, group_out, d);
-        else
-          combine_vectors<K, true, T>(rows, active, weights, used, j0 + c0, c_len, group_out, d);
-      };
+      // a switch, not a generic lambda: a lambda is a function of its own, compiled without the AVX-512
+      // target of the *_avx512 copy that inlines this code
       switch (outs) {
-        case 1: run(std::integral_constant<int, 1>{}); break;
-        case 2: run(std::integral_constant<int, 2>{}); break;
-        case 3: run(std::integral_constant<int, 3>{}); break;
-        case 4: run(std::integral_constant<int, 4>{}); break;
-        case 5: run(std::integral_constant<int, 5>{}); break;
-        case 6: run(std::integral_constant<int, 6>{}); break;
-        case 7: run(std::integral_constant<int, 7>{}); break;
-        default: run(std::integral_constant<int, kOut>{}); break;
+        case 1: combine_group<1>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 2: combine_group<2>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 3: combine_group<3>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 4: combine_group<4>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 5: combine_group<5>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 6: combine_group<6>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        case 7: combine_group<7>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d); break;
+        default: combine_group<kOut>(rows, active, weights, used, all_finite, j0 + c0, c_len, group_out, d);
       }
     }
   }
