@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import commkernels
 from commkernels import aggregate as A
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -69,3 +70,22 @@ def test_eager_inplace_bad_arguments_still_named():
     same = torch.ones(4)
     A.buffer_add_(same, same, 1.0)  # the same memory exactly is allowed: elementwise
     assert torch.equal(same, torch.full((4,), 2.0))
+
+
+def test_large_results_from_the_host_cache_are_never_shared():
+    """A result of 8 MiB or more comes from the host buffer cache: a live one is never handed out again,
+    and a dead one's memory serves the next result of that size, fully rewritten."""
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randn(8, 2_200_000, generator=g), torch.randn(8, 2_200_000, generator=g)
+    commkernels.release_cached_memory()
+    a = A.mean(X)
+    assert a.numel() * 4 >= commkernels._backend.POOL_MIN_BYTES
+    b = A.mean(Y)
+    assert a.data_ptr() != b.data_ptr()
+    assert torch.equal(a, _op_mean(X)) and torch.equal(b, _op_mean(Y))
+    ptr = a.data_ptr()
+    del a
+    c = A.mean(2 * X)
+    assert c.data_ptr() == ptr and torch.equal(c, _op_mean(2 * X))
+    del b, c
+    assert commkernels.release_cached_memory() >= 2 * 2_200_000 * 4

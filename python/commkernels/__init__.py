@@ -14,7 +14,7 @@ from ._info import info
 
 __version__ = "0.1.0"
 __all__ = ["aggregate", "attacks", "compress", "graph", "moe", "info", "set_num_threads", "get_num_threads",
-           "__version__"]
+           "release_cached_memory", "__version__"]
 
 
 def set_num_threads(n: int) -> None:
@@ -27,3 +27,13 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of OpenMP threads the CPU kernels use."""
     return _backend._cpu.get_num_threads()
+
+
+def release_cached_memory() -> int:
+    """Frees the host buffers kept for large CPU torch outputs; returns the bytes freed.
+
+    Outputs of 8 MiB or more that commkernels allocates for CPU torch tensors (moe's permute/combine and
+    their gradients, aggregate's results) come from a cache: when one dies its memory is kept (at most
+    min(RAM / 8, 4 GiB) unused) and serves the next output of that size, because touching fresh pages costs
+    a page fault per 4 KiB. Buffers still in use return to the cache when they die."""
+    return _backend.release_cached_memory()

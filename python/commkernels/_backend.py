@@ -154,6 +154,29 @@ def finish(like, out):
     return out
 
 
+# Outputs this large (CPU torch) come from the host buffer cache (csrc/common/host_pool.h).
+POOL_MIN_BYTES = 8 << 20
+
+
+def output_buffer(like, n: int):
+    """A new n-element output of like's dtype, as ``empty``; but a CPU torch output of POOL_MIN_BYTES or more
+    comes from commkernels' cache of host buffers: the pages of the last freed output of that size, already
+    mapped (a fresh mapping costs a page fault per 4 KiB on its first touch, ~4 GB/s on these machines, often
+    more than the kernel that writes it). The tensor is an ordinary one (autograd, in-place ops) except that
+    its storage cannot be resized; when it dies its memory returns to the cache. See release_cached_memory."""
+    if is_torch(like) and like.is_cpu and n * like.element_size() >= POOL_MIN_BYTES:
+        return _cpu.host_buffer(n, dtype_name(like))
+    return empty(like, n)
+
+
+def release_cached_memory() -> int:
+    """Frees the host buffers kept for large CPU torch outputs (see output_buffer); returns the bytes freed.
+
+    At most min(RAM / 8, 4 GiB) of unused buffers is kept, the oldest freed first; buffers still in use
+    return to the cache when they die."""
+    return int(_cpu.host_pool_release())
+
+
 def empty_on(framework_name: str, device_spec, n: int, dtype: str):
     """A new 1-D array for a caller who named a framework and device rather than passing an array."""
     if framework_name == "numpy":

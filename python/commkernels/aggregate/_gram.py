@@ -68,7 +68,7 @@ def combine_pass(u: Updates, W, extra=()):
     if extra:
         parts = [_flat(x) for x in u.rows()] + list(extra)
         count = u.n + len(extra)
-    out = _backend.empty(u.like, r * u.d)
+    out = _backend.output_buffer(u.like, r * u.d)
     u.module().aggregate_combine(parts, count, W.reshape(-1), r, out, u.stream())
     return out
 

@@ -131,7 +131,10 @@ def from_parts(parts, stacked: bool) -> Updates:
 
 
 def output(u: Updates, dtype: str | None = None):
-    """A new flat array of d elements for u's result (u's framework, device, dtype unless given)."""
+    """A new flat array of d elements for u's result (u's framework, device, dtype unless given; a large
+    CPU torch result in u's dtype from the host buffer cache, see _backend.output_buffer)."""
+    if dtype is None or dtype == u.dtype:
+        return _backend.output_buffer(u.like, u.d)
     return _backend.empty(u.like, u.d, dtype)
 
 

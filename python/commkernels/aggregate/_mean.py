@@ -91,8 +91,8 @@ def mean(X, weights=None):
     w = _weights(weights, u.n)
     if u.framework == "torch":
         if _eager.plain_cpu(*u.parts, differentiable=u.parts):  # what the op would do, without its cost
-            out = _torch_ops.torch.empty(u.shape, dtype=u.like.dtype)
+            out = output(u)
             _backend._cpu.aggregate_mean([_eager.dl(p) for p in u.parts], u.n, w, _eager.dl(out), 0)
-            return out
+            return out.reshape(u.shape)
         return _mean_op(u.parts, u.stacked, w or None)
     return _mean_run(u, w)

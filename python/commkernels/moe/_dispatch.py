@@ -165,26 +165,18 @@ def _plan_eager(ids, num_experts, capacity, by_score, align, weights):
 
 # ---- permute, combine and their gradients -------------------------------------------------------------
 
-POOL_MIN_BYTES = 8 << 20  # outputs this large on the CPU (torch) come from the host buffer cache
-
-
-def _output(like, n: int):
-    """A new n-element output of like's dtype. Large CPU torch outputs come from commkernels' cache of host
-    buffers: the pages of the last freed output of that size, already mapped (a fresh mapping costs a page
-    fault per 4 KiB on first touch, more than the row moves themselves). See release_cached_memory."""
-    if _backend.is_torch(like) and like.is_cpu and n * like.element_size() >= POOL_MIN_BYTES:
-        return _backend._cpu.moe_host_buffer(n, _backend.dtype_name(like))
-    return _backend.empty(like, n)
+_output = _backend.output_buffer  # large CPU torch outputs from the host buffer cache
 
 
 def release_cached_memory() -> int:
-    """Frees the host buffers commkernels.moe keeps for its large CPU torch outputs; returns the bytes freed.
+    """Frees the host buffers kept for commkernels' large CPU torch outputs; returns the bytes freed.
 
-    permute, combine and their gradients take outputs of 8 MiB or more (CPU torch tensors) from a cache: when
-    such an output dies its memory is kept, at most min(RAM / 8, 4 GiB) of it, and the next output of the
-    same size reuses it, since touching a fresh mapping costs a page fault per 4 KiB page. Call this to hand
-    the unused buffers back to the system (buffers still in use return to the cache when they die)."""
-    return int(_backend._cpu.moe_host_pool_release())
+    permute, combine and their gradients (and aggregate's results) take outputs of 8 MiB or more (CPU torch
+    tensors) from a cache: when such an output dies its memory is kept, at most min(RAM / 8, 4 GiB) of it,
+    and the next output of the same size reuses it, since touching a fresh mapping costs a page fault per
+    4 KiB page. Call this to hand the unused buffers back to the system (buffers still in use return to the
+    cache when they die). The same as ``commkernels.release_cached_memory``."""
+    return _backend.release_cached_memory()
 
 
 def _sizes(row_of, src_of, hidden):

@@ -1,9 +1,9 @@
-// commkernels.moe's cache of large host output buffers (csrc/moe/host_pool.h), handed out as CPU torch tensors.
+// The cache of large host output buffers (csrc/common/host_pool.h), handed out as CPU torch tensors.
 #include <nanobind/stl/string.h>
 
 #include <string>
 
-#include "../moe/host_pool.h"
+#include "../common/host_pool.h"
 #include "ndarray.h"
 
 namespace {
@@ -11,9 +11,9 @@ namespace {
 using namespace ck::bindings;
 namespace pool = ck::host_pool;
 
-CK_BINDINGS(bind_moe_pool) {
+CK_BINDINGS(bind_host_pool) {
   // A new 1-D CPU torch tensor of n elements whose memory, once the tensor dies, returns to the cache.
-  m.def("moe_host_buffer", [](int64_t n, const std::string& dtype) {
+  m.def("host_buffer", [](int64_t n, const std::string& dtype) {
     nb::dlpack::dtype dt;
     size_t item = 0;
     if (dtype == "float32") dt = nb::dtype<float>(), item = 4;
@@ -35,8 +35,8 @@ CK_BINDINGS(bind_moe_pool) {
     return nb::ndarray<nb::pytorch, nb::c_contig, nb::device::cpu>(block->data, 1, shape, owner, nullptr, dt,
                                                                    nb::device::cpu::value);
   }, nb::arg("n"), nb::arg("dtype"));
-  m.def("moe_host_pool_release", [] { return pool::release(); });
-  m.def("moe_host_pool_held", [] { return pool::held(); });
+  m.def("host_pool_release", [] { return pool::release(); });
+  m.def("host_pool_held", [] { return pool::held(); });
 }
 
 }  // namespace

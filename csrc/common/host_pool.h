@@ -1,4 +1,5 @@
-// A small cache of large host buffers for commkernels.moe's outputs (CPU torch tensors only).
+// A small cache of large host buffers for commkernels' large outputs (CPU torch tensors only: moe's
+// permute/combine and their gradients, aggregate's results; _backend.output_buffer).
 //
 // A freshly mapped buffer pays a page fault per 4 KiB page on its first touch, which on these machines fills
 // memory at a few GB/s: for the [rows, h] gradients of a training step that costs more than the kernel that
