@@ -21,7 +21,9 @@ CK_BINDINGS(bind_host_pool) {
     else if (dtype == "float16") dt = {uint8_t(nb::dlpack::dtype_code::Float), 16, 1}, item = 2;
     else if (dtype == "bfloat16") dt = {uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1}, item = 2;
     else if (dtype == "int32") dt = nb::dtype<int32_t>(), item = 4;
-    else throw ck::TypeError("dtype: expected float32, float64, float16, bfloat16 or int32, got " + dtype);
+    else if (dtype == "int64") dt = nb::dtype<int64_t>(), item = 8;
+    else if (dtype == "uint8") dt = nb::dtype<uint8_t>(), item = 1;
+    else throw ck::TypeError("dtype: expected float32, float64, float16, bfloat16, int32, int64 or uint8, got " + dtype);
     ck::check(n >= 0, "n: expected n >= 0");
     pool::Block* block = pool::take(size_t(n) * item);
     nb::capsule owner;

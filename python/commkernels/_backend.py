@@ -156,17 +156,19 @@ def finish(like, out):
 
 # Outputs this large (CPU torch) come from the host buffer cache (csrc/common/host_pool.h).
 POOL_MIN_BYTES = 8 << 20
+_ITEM_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8, "uint8": 1}
 
 
-def output_buffer(like, n: int):
-    """A new n-element output of like's dtype, as ``empty``; but a CPU torch output of POOL_MIN_BYTES or more
+def output_buffer(like, n: int, dtype: str | None = None):
+    """A new 1-D output of n elements, as ``empty``; but a CPU torch output of POOL_MIN_BYTES or more
     comes from commkernels' cache of host buffers: the pages of the last freed output of that size, already
     mapped (a fresh mapping costs a page fault per 4 KiB on its first touch, ~4 GB/s on these machines, often
     more than the kernel that writes it). The tensor is an ordinary one (autograd, in-place ops) except that
     its storage cannot be resized; when it dies its memory returns to the cache. See release_cached_memory."""
-    if is_torch(like) and like.is_cpu and n * like.element_size() >= POOL_MIN_BYTES:
-        return _cpu.host_buffer(n, dtype_name(like))
-    return empty(like, n)
+    dtype = dtype or dtype_name(like)
+    if is_torch(like) and like.is_cpu and n * _ITEM_BYTES.get(dtype, 0) >= POOL_MIN_BYTES:
+        return _cpu.host_buffer(n, dtype)
+    return empty(like, n, dtype)
 
 
 def release_cached_memory() -> int:

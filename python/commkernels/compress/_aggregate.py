@@ -22,7 +22,7 @@ def _host_views(arrays) -> list:
 
 def _sparse_aggregate_kernel(values, indices, size: int, average: bool):
     like = values[0]
-    out = _backend.empty(like, size)
+    out = _backend.output_buffer(like, size)
     if _backend.framework(like, "msgs[0].values") == "jax":
         values, indices = [np.asarray(v) for v in values], [np.asarray(i) for i in indices]
     _backend.module(out).sparse_aggregate(_host_views(values), _host_views(indices), size, average,

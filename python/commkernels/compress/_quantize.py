@@ -105,14 +105,14 @@ def _message_array(a, name: str, dtype: str, n: int, like=None) -> None:
 def _decompress_out(like, size: int, dtype: str):
     if _backend.framework(like, "msg") in ("numpy", "jax") and dtype == "bfloat16":
         raise TypeError("dtype: NumPy has no bfloat16: use torch tensors for bfloat16 output")
-    return _backend.empty(like, size, dtype)
+    return _backend.output_buffer(like, size, dtype)
 
 
 # ---- sign -----------------------------------------------------------------------------------------------
 
 def _sign_kernel(x, kind: int):
     size = _backend.numel(x)
-    bits, scale = _backend.empty(x, (size + 7) // 8, "uint8"), _backend.empty(x, 1, "float32")
+    bits, scale = _backend.output_buffer(x, (size + 7) // 8, "uint8"), _backend.output_buffer(x, 1, "float32")
     _backend.module(x).sign_compress(x, kind, bits, scale, _backend.stream(x))
     return _backend.finish(x, bits), _backend.finish(x, scale)
 
@@ -142,7 +142,7 @@ def sign_compress(x, scale="l1") -> SignMsg:
 
 def _sign_ef_kernel(grad, residual, kind: int):
     size = _backend.numel(grad)
-    bits, scale = _backend.empty(grad, (size + 7) // 8, "uint8"), _backend.empty(grad, 1, "float32")
+    bits, scale = _backend.output_buffer(grad, (size + 7) // 8, "uint8"), _backend.output_buffer(grad, 1, "float32")
     _backend.module(grad).sign_compress_ef(grad, residual, kind, bits, scale, _backend.stream(grad))
     return bits, scale
 
@@ -191,7 +191,7 @@ def sign_decompress(msg: SignMsg, dtype: str = "float32"):
 
 def _terngrad_kernel(x, seed: int, step: int):
     size = _backend.numel(x)
-    codes, scale = _backend.empty(x, (size + 3) // 4, "uint8"), _backend.empty(x, 1, "float32")
+    codes, scale = _backend.output_buffer(x, (size + 3) // 4, "uint8"), _backend.output_buffer(x, 1, "float32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(x).terngrad(x, seed, step, codes, scale, _backend.stream(x))
     return _backend.finish(x, codes), _backend.finish(x, scale)
@@ -224,7 +224,7 @@ def terngrad(x, seed: int, step: int) -> TernMsg:
 
 def _terngrad_ef_kernel(grad, residual, seed: int, step: int):
     size = _backend.numel(grad)
-    codes, scale = _backend.empty(grad, (size + 3) // 4, "uint8"), _backend.empty(grad, 1, "float32")
+    codes, scale = _backend.output_buffer(grad, (size + 3) // 4, "uint8"), _backend.output_buffer(grad, 1, "float32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(grad).terngrad_ef(grad, residual, seed, step, codes, scale, _backend.stream(grad))
     return codes, scale
@@ -283,7 +283,7 @@ def _qsgd_sizes(size: int, levels: int, bucket_size: int) -> tuple[int, int]:
 
 def _qsgd_kernel(x, levels: int, seed: int, step: int, bucket_size: int):
     nbytes, buckets = _qsgd_sizes(_backend.numel(x), levels, bucket_size)
-    codes, norms = _backend.empty(x, nbytes, "uint8"), _backend.empty(x, buckets, "float32")
+    codes, norms = _backend.output_buffer(x, nbytes, "uint8"), _backend.output_buffer(x, buckets, "float32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(x).qsgd(x, levels, bucket_size, seed, step, codes, norms, _backend.stream(x))
     return _backend.finish(x, codes), _backend.finish(x, norms)
@@ -328,7 +328,7 @@ def qsgd(x, levels: int, seed: int, step: int, bucket_size: int = 512) -> QsgdMs
 
 def _qsgd_ef_kernel(grad, residual, levels: int, seed: int, step: int, bucket_size: int):
     nbytes, buckets = _qsgd_sizes(_backend.numel(grad), levels, bucket_size)
-    codes, norms = _backend.empty(grad, nbytes, "uint8"), _backend.empty(grad, buckets, "float32")
+    codes, norms = _backend.output_buffer(grad, nbytes, "uint8"), _backend.output_buffer(grad, buckets, "float32")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(grad).qsgd_ef(grad, residual, levels, bucket_size, seed, step, codes, norms, _backend.stream(grad))
     return codes, norms
@@ -384,7 +384,7 @@ def qsgd_decompress(msg: QsgdMsg, dtype: str = "float32"):
 # ---- natural compression ------------------------------------------------------------------------------
 
 def _natural_kernel(x, seed: int, step: int):
-    codes = _backend.empty(x, _backend.numel(x), "uint8")
+    codes = _backend.output_buffer(x, _backend.numel(x), "uint8")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(x).natural_compress(x, seed, step, codes, _backend.stream(x))
     return _backend.finish(x, codes)
@@ -415,7 +415,7 @@ def natural_compress(x, seed: int, step: int) -> NaturalMsg:
 
 
 def _natural_ef_kernel(grad, residual, seed: int, step: int):
-    codes = _backend.empty(grad, _backend.numel(grad), "uint8")
+    codes = _backend.output_buffer(grad, _backend.numel(grad), "uint8")
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(grad).natural_compress_ef(grad, residual, seed, step, codes, _backend.stream(grad))
     return codes
@@ -463,7 +463,7 @@ def natural_decompress(msg: NaturalMsg, dtype: str = "float32"):
 # ---- stochastic rounding ------------------------------------------------------------------------------
 
 def _stochastic_round_kernel(x, dtype: str, seed: int, step: int):
-    out = _backend.empty(x, _backend.numel(x), dtype)
+    out = _backend.output_buffer(x, _backend.numel(x), dtype)
     seed, step = _torch_ops.to_uint64(seed), _torch_ops.to_uint64(step)
     _backend.module(x).stochastic_round(x, seed, step, out, _backend.stream(x))
     return _backend.finish(x, out)

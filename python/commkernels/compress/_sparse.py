@@ -44,7 +44,7 @@ def decompress(msg: SparseMsg, out=None):
         if low < 0 or high >= size:
             raise ValueError(f"msg.indices: expected indices in [0, {size}), got values in [{low}, {high}]")
     if out is None:
-        out = _backend.empty(values, size)
+        out = _backend.output_buffer(values, size)
         if _backend.framework(values, "msg.values") == "jax":  # filled in NumPy, handed back as JAX
             values, indices = np.asarray(values), np.asarray(indices)
     else:
