@@ -33,7 +33,7 @@ def release_cached_memory() -> int:
     """Frees the host buffers kept for large CPU torch outputs; returns the bytes freed.
 
     Outputs of 8 MiB or more that commkernels allocates for CPU torch tensors (moe's permute/combine and
-    their gradients, aggregate's results) come from a cache: when one dies its memory is kept (at most
-    min(RAM / 8, 4 GiB) unused) and serves the next output of that size, because touching fresh pages costs
-    a page fault per 4 KiB. Buffers still in use return to the cache when they die."""
+    their gradients, aggregate's results, compress's codes and dense vectors) come from a cache: when one
+    dies its memory is kept (at most min(RAM / 8, 4 GiB) unused) and serves the next output of that size,
+    because touching fresh pages costs a page fault per 4 KiB. Buffers in use return when they die."""
     return _backend.release_cached_memory()
