@@ -164,40 +164,6 @@ CK_AVX512 uint32_t max_key_avx512(const T* x, int64_t begin, int64_t end) {
 #endif
 
 #ifdef CK_AVX512
-// QSGD codes of n elements of x (from element i0) given each element's norm and word, 16 at a time,
-// with the operations of qsgd_code (float32 multiply, divide, floor, exact comparison in double).
-template <class T>
-CK_AVX512 void qsgd_codes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
-                                 int64_t levels, uint32_t* codes) {
-  const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
-  const __m512d two32 = _mm512_set1_pd(4294967296.0);
-  const __m512i one = _mm512_set1_epi32(1), top = _mm512_set1_epi32(int(levels));
-  int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    const __m512 v = load16_avx512(x + i0 + k), nv = _mm512_loadu_ps(norm + k);
-    const __m512 r = _mm512_div_ps(_mm512_mul_ps(_mm512_and_ps(v, sign_mask), l), nv);
-    const __mmask16 valid = _mm512_cmp_ps_mask(nv, _mm512_setzero_ps(), _CMP_GT_OQ);
-    const __mmask16 big = _mm512_cmp_ps_mask(r, l, _CMP_NLT_UQ);  // r >= levels or NaN
-    const __m512 low = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(r, low);
-    const __m512i w = _mm512_loadu_si512(words + k);
-    const __m512d flo = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)), two32);
-    const __m512d fhi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))), two32);
-    const __mmask16 up = __mmask16(_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_castsi512_si256(w)), flo, _CMP_LT_OQ) |
-                                   (_mm512_cmp_pd_mask(_mm512_cvtepu32_pd(_mm512_extracti64x4_epi64(w, 1)), fhi, _CMP_LT_OQ) << 8));
-    __m512i xi = _mm512_mask_add_epi32(_mm512_maskz_cvttps_epu32(__mmask16(~big), low), up & __mmask16(~big),
-                                       _mm512_maskz_cvttps_epu32(__mmask16(~big), low), one);
-    xi = _mm512_mask_mov_epi32(xi, big, top);
-    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-    __m512i code = _mm512_mask_or_epi32(_mm512_slli_epi32(xi, 1), negative, _mm512_slli_epi32(xi, 1), one);
-    const __mmask16 keep = valid & _mm512_test_epi32_mask(xi, xi);
-    _mm512_storeu_si512(codes + k, _mm512_maskz_mov_epi32(keep, code));
-  }
-  for (; k < n; ++k) codes[k] = qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]);
-}
-#endif
-
-#ifdef CK_AVX512
 // natural_code of n elements of x (from element i0), 16 at a time. In the float32 range the comparison
 // U < |x| / 2^e - 1 = mantissa / 2^23 is exactly word < mantissa << 9 (both integers).
 template <class T>
@@ -292,10 +258,11 @@ CK_AVX512 double l2_sum_avx512(const T* x, int64_t begin, int64_t end) {
   return sum;
 }
 
-// QSGD codes of n elements of x from element i0, given each element's norm and word: the operations of
-// qsgd_codes_avx512, stored as C (uint8_t for w <= 8 bits, uint16_t for w <= 16).
+// QSGD codes of n elements of x (from element i0) given each element's norm and word, 16 at a time, with
+// the operations of qsgd_code (float32 multiply, divide, floor, exact comparison in double), stored as C
+// (uint8_t for w <= 8 bits, uint16_t for w <= 16, uint32_t otherwise).
 template <class T, class C>
-CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
+CK_AVX512 void qsgd_codes_avx512(const T* x, int64_t i0, int64_t n, const float* norm, const uint32_t* words,
                                       int64_t levels, C* codes) {
   const __m512 sign_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), l = _mm512_set1_ps(float(levels));
   const __m512d two32 = _mm512_set1_pd(4294967296.0);
@@ -322,8 +289,10 @@ CK_AVX512 void qsgd_code_bytes_avx512(const T* x, int64_t i0, int64_t n, const f
     const __m512i kept = _mm512_maskz_mov_epi32(keep, code);
     if constexpr (sizeof(C) == 1)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + k), _mm512_cvtepi32_epi8(kept));
-    else
+    else if constexpr (sizeof(C) == 2)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + k), _mm512_cvtepi32_epi16(kept));
+    else
+      _mm512_storeu_si512(codes + k, kept);
   }
   for (; k < n; ++k) codes[k] = C(qsgd_code(float(to_acc(x[i0 + k])), norm[k], levels, words[k]));
 }
@@ -396,10 +365,10 @@ CK_AVX512 void qsgd_range_avx512(const T* x, int64_t begin, int64_t end, int64_t
     }
     int64_t bytes;
     if (w <= 8) {
-      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code_of);
+      qsgd_codes_avx512(x, t, n, norm_of, words, levels, code_of);
       bytes = pack_code_bytes_bmi2(code_of, n, w, packed);
     } else {
-      qsgd_code_bytes_avx512(x, t, n, norm_of, words, levels, code16_of);
+      qsgd_codes_avx512(x, t, n, norm_of, words, levels, code16_of);
       bytes = pack_code_words_bmi2(code16_of, n, w, packed);
     }
     std::memcpy(codes + t / 8 * w, packed, size_t(bytes));
