@@ -112,5 +112,19 @@ void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of
                           const Array& weights, const MoveParams& p, const Array& grad_y, const Array& grad_w,
                           Stream stream);
 
+// The same two gradients as the two separate calls: grad_y from src_of (weighted permute), grad_w from
+// row_of (pair dots). The GPU's moe_combine_backward, and the CPU's for a plan whose row_of and src_of
+// disagree (not one plan() made).
+inline void moe_combine_backward_two_passes(const Array& y, const Array& grad, const Array& row_of,
+                                            const Array& src_of, const Array& weights, const MoveParams& p,
+                                            const Array& grad_y, const Array& grad_w, Stream stream) {
+  MoveParams pw = p;
+  pw.weighted = true;
+  moe_permute(grad, src_of, weights, pw, grad_y, stream);
+  MoveParams pd = p;
+  pd.weighted = false;
+  moe_pair_dots(grad, y, row_of, pd, grad_w, stream);
+}
+
 }  // namespace CK_BACKEND
 }  // namespace ck

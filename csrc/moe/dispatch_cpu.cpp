@@ -501,12 +501,7 @@ void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of
   if (fused_ok) return;
   // A plan out of range, or whose row_of and src_of disagree (not one that plan() made): the two passes,
   // grad_y from src_of and grad_w from row_of, as the separate permute and pair_dots calls would do.
-  MoveParams pw = p;
-  pw.weighted = true;
-  moe_permute(grad, src_of, weights, pw, grad_y, stream);
-  MoveParams pd = p;
-  pd.weighted = false;
-  moe_pair_dots(grad, y, row_of, pd, grad_w, stream);
+  moe_combine_backward_two_passes(y, grad, row_of, src_of, weights, p, grad_y, grad_w, stream);
 }
 
 }  // namespace ck::CK_BACKEND

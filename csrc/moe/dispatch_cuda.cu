@@ -327,12 +327,7 @@ void moe_pair_dots(const Array& a, const Array& b, const Array& row_of, const Mo
 void moe_combine_backward(const Array& y, const Array& grad, const Array& row_of, const Array& src_of,
                           const Array& weights, const MoveParams& p, const Array& grad_y, const Array& grad_w,
                           Stream stream) {
-  MoveParams pw = p;
-  pw.weighted = true;
-  moe_permute(grad, src_of, weights, pw, grad_y, stream);
-  MoveParams pd = p;
-  pd.weighted = false;
-  moe_pair_dots(grad, y, row_of, pd, grad_w, stream);
+  moe_combine_backward_two_passes(y, grad, row_of, src_of, weights, p, grad_y, grad_w, stream);
 }
 
 }  // namespace ck::CK_BACKEND
