@@ -226,6 +226,33 @@ constexpr int64_t kCombineBlock = 2048;
 // w * x = +-0 to it changes nothing.
 constexpr int kOut = 8;
 
+// One output vector: the lane sums to X's dtype.
+template <class T, class V>
+CK_INLINE void store_lanes(const V& acc, T* dst) {
+  using A = acc_t<T>;
+  constexpr int L = Lanes<A>::L;
+  A lane[L];
+  std::memcpy(lane, &acc, sizeof(V));
+  for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
+}
+
+// x[0, L) as one lane vector of acc_t.
+template <class T>
+CK_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
+  using A = acc_t<T>;
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  V v;
+  if constexpr (std::is_same_v<T, A>) {
+    std::memcpy(&v, x, sizeof(V));
+  } else {
+    A tmp[L];
+    for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
+    std::memcpy(&v, tmp, sizeof(V));
+  }
+  return v;
+}
+
 // finite[i] <- 1 if row i's block [j0, j0 + len) is all finite, else 2, for the listed rows not yet known
 // (finite[i] == 0). v - v is +0 for a finite v and NaN otherwise, and a sum of +0 stays +0 (lane vectors,
 // so it vectorises without reassociating anything). Eight rows are read side by side: eight sequential
@@ -250,15 +277,7 @@ CK_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& a
     const int64_t vec_len = len / L * L;
     for (int64_t l = 0; l < vec_len; l += L)
       for (int r = 0; r < count; ++r) {
-        const T* x = rows.row(todo[r]) + j0 + l;
-        V v;
-        if constexpr (std::is_same_v<T, A>) {
-          std::memcpy(&v, x, sizeof(V));
-        } else {
-          A tmp[L];
-          for (int k = 0; k < L; ++k) tmp[k] = to_acc(x[k]);
-          std::memcpy(&v, tmp, sizeof(V));
-        }
+        const V v = load_lanes(rows.row(todo[r]) + j0 + l);
         bad[r] += v - v;
       }
     for (int r = 0; r < count; ++r) {
@@ -273,31 +292,6 @@ CK_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& a
   }
 }
 
-// One output vector: the lane sums to X's dtype.
-template <class T, class V>
-CK_INLINE void store_lanes(const V& acc, T* dst) {
-  using A = acc_t<T>;
-  constexpr int L = Lanes<A>::L;
-  A lane[L];
-  std::memcpy(lane, &acc, sizeof(V));
-  for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
-}
-
-template <class T>
-CK_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
-  using A = acc_t<T>;
-  using V = typename Lanes<A>::vec;
-  constexpr int L = Lanes<A>::L;
-  V v;
-  if constexpr (std::is_same_v<T, A>) {
-    std::memcpy(&v, x, sizeof(V));
-  } else {
-    A tmp[L];
-    for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
-    std::memcpy(&v, tmp, sizeof(V));
-  }
-  return v;
-}
 
 // The K (<= kOut) outputs of one group over the lane vectors [j0, j0 + vec_len): out[o][j] for o < K, two
 // lane vectors (2K sums in registers) a step while there are two, so each weight serves two FMAs.
