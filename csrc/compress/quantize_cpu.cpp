@@ -226,6 +226,16 @@ CK_AVX512 void stochastic_round_bf16_avx512(const float* x, int64_t n, const uin
 #endif
 
 #ifdef CK_AVX512
+// The 16 float64 lanes of (lo, hi) summed in lane order (the order of the portable loop).
+CK_AVX512 inline double sum_lanes_avx512(__m512d lo, __m512d hi) {
+  double lane[kLanes];
+  _mm512_storeu_pd(lane, lo);
+  _mm512_storeu_pd(lane + 8, hi);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
 // The L2 norm sum of block_norm_sum over [begin, end) of float32/bfloat16 x: the same 16 lanes (two vectors
 // of 8 doubles), the tail (fewer than 16 elements) through a masked load into lanes 0.. in order (the
 // masked-off lanes add +0.0, which changes no lane: every lane is >= +0). Bitwise block_norm_sum's l2.
@@ -250,12 +260,7 @@ CK_AVX512 double l2_sum_avx512(const T* x, int64_t begin, int64_t end) {
       add_squares_avx512(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)), lo, hi);
     }
   }
-  double lane[kLanes];
-  _mm512_storeu_pd(lane, lo);
-  _mm512_storeu_pd(lane + 8, hi);
-  double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lane[l];
-  return sum;
+  return sum_lanes_avx512(lo, hi);
 }
 
 // QSGD codes of n elements of x (from element i0) given each element's norm and word, 16 at a time, with
@@ -420,12 +425,7 @@ CK_AVX512 double block_norm_sum_ef_avx512(const G* g, const float* r, int64_t be
     const __mmask16 m = __mmask16((1u << (end - i)) - 1u);
     add_norm_terms_avx512(_mm512_add_ps(_mm512_maskz_loadu_ps(m, r + i), load16_masked_avx512(g + i, m)), kind, lo, hi);
   }
-  double lane[kLanes];
-  _mm512_storeu_pd(lane, lo);
-  _mm512_storeu_pd(lane + 8, hi);
-  double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lane[l];
-  return sum;
+  return sum_lanes_avx512(lo, hi);
 }
 
 // sign_pack_ef's loop on the elements [i0, i1) (a multiple of 16 of them, i0 a multiple of 8): p = r + g,
