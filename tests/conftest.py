@@ -1,6 +1,7 @@
 """Shared test configuration: hypothesis profiles and device parametrisation.
 
-Profiles (env var COMMKERNELS_HYPOTHESIS_PROFILE): "fast" (default, what CI runs) and "thorough" (local).
+Profiles (env var COMMKERNELS_HYPOTHESIS_PROFILE): "fast" (default, what CI runs), "thorough" (local) and
+"smoke" (a few examples each, for runs under compute-sanitizer, which is 10-100x slower).
 Any test that takes a ``device`` argument runs once per device: "cpu" always, "cuda" where the CUDA module
 is built and torch sees a GPU (skipped, with the reason, elsewhere).
 """
@@ -16,6 +17,8 @@ _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 settings.register_profile("fast", max_examples=50, deadline=None, suppress_health_check=_HEALTH,
                           print_blob=True)
 settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=_HEALTH,
+                          print_blob=True)
+settings.register_profile("smoke", max_examples=5, deadline=None, suppress_health_check=_HEALTH,
                           print_blob=True)
 settings.load_profile(os.environ.get("COMMKERNELS_HYPOTHESIS_PROFILE", "fast"))
 
