@@ -30,14 +30,17 @@ stage "build (CUDA architectures ${CK_ARCHS:-90})"
 # The tests and the sanitizer run side by side: the tests are mostly host work (hypothesis, references)
 # and the sanitized run is slow on its own. Without the caching allocator every tensor is its own
 # allocation, so memcheck sees an access past its end instead of into a neighbour in the same block.
-# torch.compile cases stay out of the sanitized run (inductor's worker processes would run under it too).
+# torch.compile and opcheck cases stay out of the sanitized run: they add little kernel coverage and much
+# host time (inductor's worker processes would run under the sanitizer too); it runs in 6 processes since
+# torch under memcheck is slow to start (20 cases took 150 s in one process on an H200).
 stage "tests (-k '${CK_TESTS:-cuda}') and, beside them, the same cases under compute-sanitizer memcheck"
 timeout "${T_TESTS:-180}" $PY -m pytest -q -p no:cacheprovider -n 8 --timeout 120 --timeout-method thread \
   -k "${CK_TESTS:-cuda}" -rfEs tests > "$OUT/tests.txt" 2>&1 &
 tests_pid=$!
 COMMKERNELS_HYPOTHESIS_PROFILE=smoke PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${T_MEMCHECK:-180}" \
   compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 --print-limit 20 \
-  $PY -m pytest -q -p no:cacheprovider -k "(${CK_TESTS:-cuda}) and not compile" tests > "$OUT/memcheck.txt" 2>&1
+  $PY -m pytest -q -p no:cacheprovider -n 6 -k "(${CK_TESTS:-cuda}) and not compile and not opcheck" tests \
+  > "$OUT/memcheck.txt" 2>&1
 memcheck_rc=$?
 wait $tests_pid || fail "tests"
 cat "$OUT/tests.txt" >> "$LOG" && rm "$OUT/tests.txt"

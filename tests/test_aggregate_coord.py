@@ -426,6 +426,14 @@ def test_median_and_trimmed_mean_gradients():
     torch.testing.assert_close(T.grad, torch.tensor([[0.5], [0.0], [0.5], [0.0]]))
 
 
+def bits_but_nan_payload(a: torch.Tensor) -> bytes:
+    """bits(a) with every NaN written as one NaN. IEEE 754 leaves the payload of a computed NaN open: x86
+    keeps an operand's (0x7fc00000 for torch's nan), a GPU writes 0x7fffffff; where the NaNs are is compared
+    bit for bit."""
+    a = a.detach().cpu()
+    return bits(torch.where(a.isnan(), torch.tensor(float("nan"), dtype=a.dtype), a))
+
+
 def test_cuda_matches_cpu(device):
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         X = torch.randn(23, 3001, dtype=dtype)
@@ -438,7 +446,8 @@ def test_cuda_matches_cpu(device):
             assert bits(got) == bits(run(rule, X, 5)), (rule, dtype)
             assert bits(run(rule, list(G), 5)) == bits(got)
         assert bits(agg.median(G, even="upper")) == bits(agg.median(X, even="upper"))
-        assert bits(agg.mean(list(G), list(range(23)))) == bits(agg.mean(X, list(range(23))))
+        got = agg.mean(list(G), list(range(23)))  # row 1 is NaN where weighted: the sum computes a NaN
+        assert bits_but_nan_payload(got) == bits_but_nan_payload(agg.mean(X, list(range(23))))
 
 
 def test_jax():

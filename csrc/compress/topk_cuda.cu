@@ -102,9 +102,11 @@ __global__ void count_kernel(const T* __restrict__ x, int64_t n, int64_t chunk, 
 }
 
 // One block, one thread per chunk: output offset and tie quota of every chunk (ties go to lower chunks).
-__global__ void offsets_kernel(const int64_t* __restrict__ greater, const int64_t* __restrict__ equal,
-                               const SelectState* __restrict__ state, int64_t* __restrict__ offset,
-                               int64_t* __restrict__ quota) {
+// The launch bound caps registers at 64 per thread: without it the two int64 block scans took more, and a
+// 1024-thread launch failed with "too many resources requested" (seen on an H200).
+__global__ void __launch_bounds__(kScanThreads)
+    offsets_kernel(const int64_t* __restrict__ greater, const int64_t* __restrict__ equal,
+                   const SelectState* __restrict__ state, int64_t* __restrict__ offset, int64_t* __restrict__ quota) {
   using Scan = cub::BlockScan<int64_t, kScanThreads>;
   __shared__ typename Scan::TempStorage temp;
   const int c = threadIdx.x;

@@ -20,6 +20,7 @@ namespace ck::CK_BACKEND {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kScanThreads = 1024;  // the expert scan: one block (launch-bounded, so it always fits)
 constexpr int64_t kChunk = 256;  // pairs per counting-sort chunk
 
 // An unsigned key ordering weights ascending, NaN above everything (as key_greater), exact.
@@ -54,8 +55,9 @@ __global__ void count_kernel(const I* __restrict__ ids, int64_t pairs, int64_t e
   }
 }
 
-__global__ void scan_kernel(PlanParams p, int64_t chunks, int64_t* __restrict__ hist, int64_t* __restrict__ start,
-                            int64_t* __restrict__ offsets) {
+__global__ void __launch_bounds__(kScanThreads)
+    scan_kernel(PlanParams p, int64_t chunks, int64_t* __restrict__ hist, int64_t* __restrict__ start,
+                int64_t* __restrict__ offsets) {
   const int64_t E = p.experts;
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     int64_t sum = 0;
@@ -252,7 +254,7 @@ void moe_plan(const Array& ids, const PlanParams& p, const Array& weights, const
     using I = typename decltype(tag)::type;
     const I* id = static_cast<const I*>(ids.data);
     count_kernel<<<grid_for(chunks, kThreads), kThreads, 0, s>>>(id, pairs, E, chunks, chunk, hist.get());
-    scan_kernel<<<1, 1024, 0, s>>>(p, chunks, hist.get(), start.get(), static_cast<int64_t*>(offsets.data));
+    scan_kernel<<<1, kScanThreads, 0, s>>>(p, chunks, hist.get(), start.get(), static_cast<int64_t*>(offsets.data));
     scatter_kernel<<<grid_for(chunks, kThreads), kThreads, 0, s>>>(id, pairs, E, chunks, chunk, hist.get(), sorted.get(),
                                                                    static_cast<int32_t*>(row_of.data));
   });
