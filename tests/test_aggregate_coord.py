@@ -189,6 +189,27 @@ def test_mean_matches_reference(case, form, weighted, data):
         summed_close(got, want, dtype, np.nan_to_num(mags, nan=np.inf), n)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_mean_adds_rounded_products_in_worker_order(dtype):
+    """The documented order, bit for bit: acc = w_0 x_0, then acc += w_i x_i for i = 1.., each product and
+    each sum rounded in the accumulation type, then acc / sum(w). Written with whole-tensor torch ops, which
+    never fuse a product into the sum; the CUDA kernel computes exactly this (__fmul_rn), so a CPU build
+    that fuses them (an FMA in AVX-512 code) gives other bits than the GPU. Failed before the fix there."""
+    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    gen = torch.Generator().manual_seed(3)
+    for n in (1, 3, 9, 23):  # 9 and 23: the CPU kernel's eight-row sweeps and its tail
+        X = torch.randn(n, 4099, generator=gen).to(dtype)
+        weights = (torch.rand(n, generator=gen, dtype=torch.float64) * 3).tolist()
+        w = torch.tensor(weights, dtype=acc_dtype)
+        total = torch.zeros((), dtype=acc_dtype)
+        for wi in w:
+            total = total + wi
+        acc = w[0] * X[0].to(acc_dtype)
+        for i in range(1, n):
+            acc = acc + w[i] * X[i].to(acc_dtype)
+        assert bits(agg.mean(X, weights)) == bits((acc / total).to(dtype)), n
+
+
 # ---- the coordinate-wise rules against the references -----------------------------------------------
 
 
