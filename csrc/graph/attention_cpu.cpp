@@ -47,6 +47,7 @@ void attention_forward(const Array& q, const Array& k, const Array& v, const Arr
     T* po = static_cast<T*>(out.data);
     A* pl = lse.as<A>("lse");
     const A sc = A(scale);
+    const int64_t k_bytes = heads * d * int64_t(sizeof(T)), v_bytes = heads * dv * int64_t(sizeof(T));
     for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
       A acc[kMaxAttentionDim];
       for (int64_t h = 0; h < heads; ++h) {
@@ -54,6 +55,13 @@ void attention_forward(const Array& q, const Array& k, const Array& v, const Arr
         Online<A> st{A(-INFINITY), A(0)};
         std::fill(acc, acc + dv, A(0));
         for (int64_t kk = g.indptr[i]; kk < g.indptr[i + 1]; ++kk) {
+          // The first head's walk brings each source's k and v rows (all heads) in, kAhead slots early
+          // (past the row's end too): a random source row is a cache miss; later heads find it in L1.
+          if (h == 0 && kk + cpu_detail::kAhead < g.edges) {
+            const int64_t ahead = int64_t(idx[kk + cpu_detail::kAhead]);
+            cpu_detail::prefetch_full_row(pk + ahead * heads * d, k_bytes);
+            cpu_detail::prefetch_full_row(pv + ahead * heads * dv, v_bytes);
+          }
           const int64_t j = int64_t(idx[kk]);
           A logit = sc * dot<T, A>(qi, pk + (j * heads + h) * d, d);
           if (s.bias_heads) logit += to_acc(pb[g.eid[kk] * s.bias_heads + (s.bias_heads > 1 ? h : 0)]);

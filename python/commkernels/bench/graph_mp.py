@@ -1,5 +1,7 @@
 """graph message-passing cases: scatter, spmm, edge_softmax and graph_attention against torch (and
-torch_scatter / PyG where importable) on the same data.
+torch_scatter / PyG where importable) on the same data. PyG's rows are its public functions as its layers
+call them: `utils.scatter`, `utils.spmm` on the same CSR matrix, `utils.softmax` over the destination
+index, and GATConv's message passing (softmax, then scatter of alpha * v[src]) for graph_attention.
 
 Edges E in {1e6, 1e7} (1e7 skipped by --quick) into N = E / 10 destination rows, features F in
 {16, 64, 256}, float32; cases with E * F above 2.6e8 elements (1 GiB of float32 src) are left out so
@@ -43,6 +45,14 @@ def _torch_scatter():
     return torch_scatter
 
 
+def _pyg_utils():
+    if importlib.util.find_spec("torch_geometric") is None:
+        return None
+    import torch_geometric.utils
+
+    return torch_geometric.utils
+
+
 def _generator(device: str, stream: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(SEED + stream)
 
@@ -83,6 +93,9 @@ def _scatter(e: int, f: int, degrees: str, order: str, reduce: str, device: str)
         baselines[f"torch_scatter {reduce}"] = lambda: ts.scatter(src, index, dim=0, dim_size=n, reduce=reduce)
         if order == "sorted":
             baselines["torch_scatter segment_coo"] = lambda: ts.segment_coo(src, index, dim_size=n, reduce=reduce)
+    pyg = _pyg_utils()
+    if pyg is not None:
+        baselines[f"PyG scatter {reduce}"] = lambda: pyg.scatter(src, index, 0, n, reduce)
     return Prepared(ours=lambda: graph.scatter(src, index, n, reduce), baselines=baselines)
 
 
@@ -112,6 +125,9 @@ def _spmm(e: int, f: int, degrees: str, device: str) -> Prepared:
     ts = _torch_scatter()
     if ts is not None:
         baselines["torch_scatter sum"] = lambda: ts.scatter(x[src] * w[:, None], dst, dim=0, dim_size=n)
+    pyg = _pyg_utils()
+    if pyg is not None:
+        baselines["PyG spmm (CSR)"] = lambda: pyg.spmm(adjacency, x)
     return Prepared(ours=lambda: graph.spmm(g, x), baselines=baselines)
 
 
@@ -128,8 +144,11 @@ def _torch_edge_softmax(scores, dst, n):
 def _edge_softmax(e: int, degrees: str, device: str) -> Prepared:
     g, src, dst, n = _graph(e, degrees, device)
     scores = torch.randn(e, HEADS, generator=_generator(device, 7)).to(device)
-    return Prepared(ours=lambda: graph.edge_softmax(g, scores),
-                    baselines={"torch composite": lambda: _torch_edge_softmax(scores, dst, n)})
+    baselines = {"torch composite": lambda: _torch_edge_softmax(scores, dst, n)}
+    pyg = _pyg_utils()
+    if pyg is not None:
+        baselines["PyG softmax"] = lambda: pyg.softmax(scores, dst, num_nodes=n)
+    return Prepared(ours=lambda: graph.edge_softmax(g, scores), baselines=baselines)
 
 
 def _attention(e: int, degrees: str, device: str) -> Prepared:
@@ -143,7 +162,16 @@ def _attention(e: int, degrees: str, device: str) -> Prepared:
         alpha = _torch_edge_softmax(logits, dst, n)
         return torch.zeros(n, HEADS, HEAD_DIM, device=device).index_add_(0, dst, alpha.unsqueeze(-1) * v[src])
 
-    return Prepared(ours=lambda: graph.graph_attention(g, q, k, v), baselines={"torch composite": torch_attention})
+    baselines = {"torch composite": torch_attention}
+    pyg = _pyg_utils()
+    if pyg is not None:
+
+        def pyg_attention():  # GATConv's message and aggregate steps on the same logits
+            alpha = pyg.softmax((q[dst] * k[src]).sum(-1) * scale, dst, num_nodes=n)
+            return pyg.scatter(alpha.unsqueeze(-1) * v[src], dst, 0, n, "sum")
+
+        baselines["PyG softmax + scatter (GATConv)"] = pyg_attention
+    return Prepared(ours=lambda: graph.graph_attention(g, q, k, v), baselines=baselines)
 
 
 def cases(device: str = "cpu", quick: bool = False, sizes=None) -> list[Case]:
