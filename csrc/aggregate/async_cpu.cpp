@@ -32,7 +32,6 @@ void run_tasks(int64_t count, int64_t work, F&& f) {
 // AVX-512 (the *_avx512 wrappers; has_avx512() picks at run time). The helpers are forced inline so that
 // each copy gets the wide code. The AVX-512 copy may contract a * b + c into an FMA: results can differ from
 // the baseline copy's in the last bit, never from run to run or with the thread count.
-#define CK_ALWAYS_INLINE inline __attribute__((always_inline))
 
 template <class A>
 CK_ALWAYS_INLINE A combine_lanes(A* acc) {

@@ -17,8 +17,6 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-#define CK_INLINE inline __attribute__((always_inline))
-
 template <class A> struct Lanes;
 template <> struct Lanes<float> {
   static constexpr int L = 16;
@@ -45,7 +43,7 @@ int64_t block_size(int64_t m_pad) {
 
 // scratch[i][0, len) <- x_i[j0, j0 + len) - c (acc_t); rows >= m and columns >= len are zero (up to B).
 template <class T>
-CK_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
+CK_ALWAYS_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
                           int64_t j0, int64_t len, int64_t B, acc_t<T>* scratch, acc_t<T>* csum, acc_t<T>* ccount) {
   using A = acc_t<T>;
   const bool mean = mode == GramCenter::mean;
@@ -85,7 +83,7 @@ CK_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, Gram
 // lanes[t][a][b] += the block's lane-wise products of rows ib + a and kb + b (rows of stride B, the first
 // `len` columns, a multiple of the lane count), for every tile t = (ib <= kb) of 4 x 4 rows.
 template <class A>
-CK_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t len,
+CK_ALWAYS_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t len,
                            typename Lanes<A>::vec* lanes) {
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
@@ -111,7 +109,7 @@ CK_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t l
 
 // partial[i][k] += the pairwise sum (a fixed order) of the lanes of every tile entry; the lanes restart.
 template <class A>
-CK_INLINE void flush_lanes(typename Lanes<A>::vec* lanes, int64_t m_pad, double* partial) {
+CK_ALWAYS_INLINE void flush_lanes(typename Lanes<A>::vec* lanes, int64_t m_pad, double* partial) {
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
   for (int64_t ib = 0; ib < m_pad; ib += kTile)
@@ -128,7 +126,7 @@ CK_INLINE void flush_lanes(typename Lanes<A>::vec* lanes, int64_t m_pad, double*
 }
 
 template <class T>
-CK_INLINE void gram_chunk(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
+CK_ALWAYS_INLINE void gram_chunk(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
                           int64_t j0, int64_t j1, int64_t B, double* partial) {
   using A = acc_t<T>;
   using V = typename Lanes<A>::vec;
@@ -228,7 +226,7 @@ constexpr int kOut = 8;
 
 // One output vector: the lane sums to X's dtype.
 template <class T, class V>
-CK_INLINE void store_lanes(const V& acc, T* dst) {
+CK_ALWAYS_INLINE void store_lanes(const V& acc, T* dst) {
   using A = acc_t<T>;
   constexpr int L = Lanes<A>::L;
   A lane[L];
@@ -238,7 +236,7 @@ CK_INLINE void store_lanes(const V& acc, T* dst) {
 
 // x[0, L) as one lane vector of acc_t.
 template <class T>
-CK_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
+CK_ALWAYS_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
   using A = acc_t<T>;
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
@@ -258,7 +256,7 @@ CK_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
 // so it vectorises without reassociating anything). Eight rows are read side by side: eight sequential
 // streams keep more cache misses in flight than one (this pass is what brings the block in from memory).
 template <class T>
-CK_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& active, int64_t j0, int64_t len,
+CK_ALWAYS_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& active, int64_t j0, int64_t len,
                            uint8_t* finite) {
   using A = acc_t<T>;
   using V = typename Lanes<A>::vec;
@@ -298,7 +296,7 @@ CK_INLINE void find_finite(const RowView<T>& rows, const std::vector<int64_t>& a
 // Masked: some worker's block holds a non-finite value, so zero weights are skipped (branches); otherwise
 // they are multiplied in (see above), which keeps the loop free of branches.
 template <int K, bool Masked, class T>
-CK_INLINE void combine_vectors(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
+CK_ALWAYS_INLINE void combine_vectors(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
                                const uint8_t* used, int64_t j0, int64_t vec_len, T* out, int64_t d) {
   using A = acc_t<T>;
   using V = typename Lanes<A>::vec;
@@ -338,7 +336,7 @@ CK_INLINE void combine_vectors(const RowView<T>& rows, const std::vector<int64_t
 }
 
 template <int K, class T>
-CK_INLINE void combine_group(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
+CK_ALWAYS_INLINE void combine_group(const RowView<T>& rows, const std::vector<int64_t>& active, const acc_t<T>* weights,
                              const uint8_t* used, bool all_finite, int64_t j0, int64_t vec_len, T* out, int64_t d) {
   if (all_finite)
     combine_vectors<K, false, T>(rows, active, weights, used, j0, vec_len, out, d);
@@ -381,7 +379,7 @@ struct CombinePlan {
 // One block of coordinates [j0, j0 + len), all outputs. The whole lane vectors go by in chunks small
 // enough for L1 (every group of outputs re-reads the chunk); the tail, one coordinate at a time.
 template <class T>
-CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, int64_t r, const CombinePlan<acc_t<T>>& plan,
+CK_ALWAYS_INLINE void combine_block(const RowView<T>& rows, int64_t m, int64_t r, const CombinePlan<acc_t<T>>& plan,
                              int64_t j0, int64_t len, T* out, int64_t d, std::vector<uint8_t>& finite) {
   using A = acc_t<T>;
   constexpr int L = Lanes<A>::L;
@@ -429,7 +427,7 @@ CK_INLINE void combine_block(const RowView<T>& rows, int64_t m, int64_t r, const
 }
 
 template <class T>
-CK_INLINE void combine_blocks(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0, int64_t b1,
+CK_ALWAYS_INLINE void combine_blocks(const RowView<T>& rows, int64_t m, const double* W, int64_t r, int64_t b0, int64_t b1,
                               T* out, int64_t d) {
   const CombinePlan<acc_t<T>> plan(W, m, r);
   std::vector<uint8_t> finite(static_cast<size_t>(m));

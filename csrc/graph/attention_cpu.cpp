@@ -19,6 +19,17 @@ inline A dot(const T* a, const T* b, int64_t n) {
   return s;
 }
 
+// At the first head of slot kk: prefetch the rows (all heads) of a and b that slot kk + kAhead reads (past
+// the row's end too). Sources come at random, so each row is a cache miss; the later heads find it in L1.
+template <class T, class I>
+CK_ALWAYS_INLINE void prefetch_ahead(const I* idx, int64_t kk, int64_t edges, const T* a, int64_t a_row,
+                                     const T* b, int64_t b_row) {
+  if (kk + cpu_detail::kAhead >= edges) return;
+  const int64_t r = int64_t(idx[kk + cpu_detail::kAhead]);
+  cpu_detail::prefetch_full_row(a + r * a_row, a_row * int64_t(sizeof(T)));
+  cpu_detail::prefetch_full_row(b + r * b_row, b_row * int64_t(sizeof(T)));
+}
+
 template <class F>
 void with_float_and_index(const Array& q, const Array& indices, F&& f) {
   dispatch_float(q.dtype, "q", [&](auto tag) {
@@ -47,7 +58,6 @@ void attention_forward(const Array& q, const Array& k, const Array& v, const Arr
     T* po = static_cast<T*>(out.data);
     A* pl = lse.as<A>("lse");
     const A sc = A(scale);
-    const int64_t k_bytes = heads * d * int64_t(sizeof(T)), v_bytes = heads * dv * int64_t(sizeof(T));
     for_rows(g.rows, g.indptr, g.edges, [&](int64_t i) {
       A acc[kMaxAttentionDim];
       for (int64_t h = 0; h < heads; ++h) {
@@ -55,13 +65,7 @@ void attention_forward(const Array& q, const Array& k, const Array& v, const Arr
         Online<A> st{A(-INFINITY), A(0)};
         std::fill(acc, acc + dv, A(0));
         for (int64_t kk = g.indptr[i]; kk < g.indptr[i + 1]; ++kk) {
-          // The first head's walk brings each source's k and v rows (all heads) in, kAhead slots early
-          // (past the row's end too): a random source row is a cache miss; later heads find it in L1.
-          if (h == 0 && kk + cpu_detail::kAhead < g.edges) {
-            const int64_t ahead = int64_t(idx[kk + cpu_detail::kAhead]);
-            cpu_detail::prefetch_full_row(pk + ahead * heads * d, k_bytes);
-            cpu_detail::prefetch_full_row(pv + ahead * heads * dv, v_bytes);
-          }
+          if (h == 0) prefetch_ahead(idx, kk, g.edges, pk, heads * d, pv, heads * dv);
           const int64_t j = int64_t(idx[kk]);
           A logit = sc * dot<T, A>(qi, pk + (j * heads + h) * d, d);
           if (s.bias_heads) logit += to_acc(pb[g.eid[kk] * s.bias_heads + (s.bias_heads > 1 ? h : 0)]);
@@ -120,6 +124,7 @@ void attention_backward_dst(const Array& q, const Array& k, const Array& v, cons
         pdelta[i * heads + h] = dl_i;
         std::fill(acc, acc + d, A(0));
         for (int64_t kk = g.indptr[i]; kk < g.indptr[i + 1]; ++kk) {
+          if (h == 0) prefetch_ahead(idx, kk, g.edges, pk, heads * d, pv, heads * dv);
           const int64_t j = int64_t(idx[kk]), e = g.eid[kk];
           const T* kj = pk + (j * heads + h) * d;
           A logit = sc * dot<T, A>(qi, kj, d);
@@ -167,6 +172,7 @@ void attention_backward_src(const Array& q, const Array& k, const Array& v, cons
         std::fill(acc_k, acc_k + d, A(0));
         std::fill(acc_v, acc_v + dv, A(0));
         for (int64_t kk = g.indptr[j]; kk < g.indptr[j + 1]; ++kk) {
+          if (h == 0) prefetch_ahead(idx, kk, g.edges, pq, heads * d, pg, heads * dv);
           const int64_t i = int64_t(idx[kk]), e = g.eid[kk];
           const T* qi = pq + (i * heads + h) * d;
           const T* gi = pg + (i * heads + h) * dv;

@@ -24,8 +24,6 @@
 #define CK_NO_AVX512_DISPATCH
 #endif
 
-#define CK_INLINE inline __attribute__((always_inline))
-
 namespace ck::CK_BACKEND {
 namespace {
 
@@ -39,7 +37,7 @@ constexpr int kRowBlock = 4;  // dense: rows computed together (RB x NV accumula
 
 // a[j * NV + v] <- lanes of x[j, c0 : c0 + width] (zero beyond width)
 template <class T, int NV>
-CK_INLINE void load_tile(const T* x, int64_t n, int64_t d, int64_t c0, int64_t width, vec_t<acc_t<T>>* a) {
+CK_ALWAYS_INLINE void load_tile(const T* x, int64_t n, int64_t d, int64_t c0, int64_t width, vec_t<acc_t<T>>* a) {
   using A = acc_t<T>;
   constexpr int L = kLanes<A>;
   for (int64_t j = 0; j < n; ++j) {
@@ -55,7 +53,7 @@ CK_INLINE void load_tile(const T* x, int64_t n, int64_t d, int64_t c0, int64_t w
 }
 
 template <class T, int NV>
-CK_INLINE void store_tile(const vec_t<acc_t<T>>* b, int64_t n, int64_t d, int64_t c0, int64_t width, T* y) {
+CK_ALWAYS_INLINE void store_tile(const vec_t<acc_t<T>>* b, int64_t n, int64_t d, int64_t c0, int64_t width, T* y) {
   using A = acc_t<T>;
   for (int64_t i = 0; i < n; ++i) {
     const A* src = reinterpret_cast<const A*>(b + i * NV);
@@ -69,7 +67,7 @@ CK_INLINE void store_tile(const vec_t<acc_t<T>>* b, int64_t n, int64_t d, int64_
 }
 
 template <class A, int NV, int RB>
-CK_INLINE void dense_rows(const A* w, int64_t n, int64_t i0, const vec_t<A>* a, vec_t<A>* b) {
+CK_ALWAYS_INLINE void dense_rows(const A* w, int64_t n, int64_t i0, const vec_t<A>* a, vec_t<A>* b) {
   using V = vec_t<A>;
   V acc[RB][NV];
 #pragma GCC unroll 8
@@ -94,14 +92,14 @@ CK_INLINE void dense_rows(const A* w, int64_t n, int64_t i0, const vec_t<A>* a, 
 }
 
 template <class A, int NV>
-CK_INLINE void dense_round(const A* w, int64_t n, const vec_t<A>* a, vec_t<A>* b) {
+CK_ALWAYS_INLINE void dense_round(const A* w, int64_t n, const vec_t<A>* a, vec_t<A>* b) {
   int64_t i = 0;
   for (; i + kRowBlock <= n; i += kRowBlock) dense_rows<A, NV, kRowBlock>(w, n, i, a, b);
   for (; i < n; ++i) dense_rows<A, NV, 1>(w, n, i, a, b);
 }
 
 template <class A, int NV, class I>
-CK_INLINE void csr_round(const int64_t* indptr, const I* indices, const A* weight, int64_t n, const vec_t<A>* a,
+CK_ALWAYS_INLINE void csr_round(const int64_t* indptr, const I* indices, const A* weight, int64_t n, const vec_t<A>* a,
                          vec_t<A>* b) {
   using V = vec_t<A>;
   for (int64_t i = 0; i < n; ++i) {
@@ -121,7 +119,7 @@ CK_INLINE void csr_round(const int64_t* indptr, const I* indices, const A* weigh
 
 // One tile: load, rounds, store. `round(a, b)` applies W once.
 template <class T, int NV, class Round>
-CK_INLINE void mix_tile(const T* x, T* y, int64_t n, int64_t d, int64_t rounds, int64_t c0, vec_t<acc_t<T>>* a,
+CK_ALWAYS_INLINE void mix_tile(const T* x, T* y, int64_t n, int64_t d, int64_t rounds, int64_t c0, vec_t<acc_t<T>>* a,
                         vec_t<acc_t<T>>* b, Round&& round) {
   constexpr int64_t TW = NV * kLanes<acc_t<T>>;
   const int64_t width = std::min(TW, d - c0);

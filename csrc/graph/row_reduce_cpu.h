@@ -18,12 +18,10 @@
 #include "scatter.h"
 
 #if defined(__GNUC__)
-#define CK_ALWAYS_INLINE __attribute__((always_inline)) inline
 // the AVX-512 versions of the graph loops round w * x and the add separately, as the baseline x86-64 build
 // does (it has no FMA): the same bits on every CPU
 #define CK_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
 #else
-#define CK_ALWAYS_INLINE inline
 #define CK_NO_CONTRACT
 #endif
 

@@ -124,8 +124,6 @@ void plan_impl(const I* ids, const PlanParams& p, const Array& weights, int64_t*
 
 // ---- row moves ----------------------------------------------------------------------------------------
 
-#define CK_ALWAYS_INLINE inline __attribute__((always_inline))
-
 // Outputs larger than this are written with non-temporal (streaming) stores: they bypass the caches, so a
 // written line is not first read for ownership (a third of the traffic of a copy) and does not evict the
 // inputs. Smaller outputs stay in the cache for whoever reads them next.
