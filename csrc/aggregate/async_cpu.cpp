@@ -153,7 +153,6 @@ CK_AVX512 void vcm_rescale_avx512(const VcmTask* tasks, const char* apply, const
 template <class T>
 void vcm(const Rows& rows, const std::vector<int64_t>& lengths, const std::vector<double>& weights, double eps,
          T* __restrict__ out) {
-  using A = acc_t<T>;
   const int64_t n = rows.n;
   const RowView<T> x = host_view<T>(rows);
   std::vector<VcmTask> tasks;
@@ -258,7 +257,6 @@ CK_AVX512 void moments_avx512(const RowView<T> x, const C* center, T* mean_out, 
 
 template <class T, class C>
 void moments(const Rows& rows, const C* center, T* mean_out, T* std_out, double* totals) {
-  using A = acc_t<T>;
   const int64_t h = rows.n, d = rows.d;
   const RowView<T> x = host_view<T>(rows);
   const int64_t chunks = (d + kMomentChunk - 1) / kMomentChunk;
