@@ -6,8 +6,10 @@
 #   cuda-<family>.json                          one benchmark file per family
 # Each stage has its own time limit (seconds, overridable), so a slow or hung stage costs only its share
 # and the files of the stages before it still come back. Exit status: 0 when every stage passed.
-#   CK_ARCHS (90: the H100/H200; CI builds 80;90)  T_BUILD T_TESTS T_MEMCHECK T_BENCH (per family)
-#   CK_SKIP_BUILD (set: test what is installed)  CK_BENCH_ARGS (default: every size, 10 timed calls per function)  CK_FAMILIES  CK_TESTS (-k expression)
+# Settings (environment): CK_ARCHS (90: the H100/H200; CI builds 80;90); T_BUILD T_TESTS T_MEMCHECK T_BENCH
+# (seconds; T_BENCH per family); CK_SKIP_BUILD (set: test what is installed); CK_FAMILIES; CK_TESTS (the -k
+# expression, default cuda); CK_BENCH_ARGS (default: every size, 10 timed calls per function).
+# Needs pytest-xdist and pytest-timeout (the GPU machines' image has both).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -23,8 +25,9 @@ stage "machine"
   $PY -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; } >> "$LOG" 2>&1
 
 stage "build (CUDA architectures ${CK_ARCHS:-90})"
-[ -n "${CK_SKIP_BUILD:-}" ] || COMMKERNELS_CUDA=ON timeout "${T_BUILD:-240}" $PY -m pip install --no-build-isolation --no-deps -q \
-  -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="${CK_ARCHS:-90}" . >> "$LOG" 2>&1 || { fail "build"; exit 1; }
+[ -n "${CK_SKIP_BUILD:-}" ] || COMMKERNELS_CUDA=ON timeout "${T_BUILD:-240}" \
+  $PY -m pip install --no-build-isolation --no-deps -q -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="${CK_ARCHS:-90}" . \
+  >> "$LOG" 2>&1 || { fail "build"; exit 1; }
 (cd /tmp && $PY -m commkernels info) >> "$LOG" 2>&1 || { fail "commkernels info"; exit 1; }
 
 # The tests and the sanitizer run side by side: the tests are mostly host work (hypothesis, references)

@@ -312,7 +312,8 @@ void edge_softmax_backward(const Array& y, const Array& grad, int64_t heads, con
           [&](int64_t i) { cpu_detail::prefetch_row(dot + i * heads, heads * int64_t(sizeof(A))); });
       parallel_for(edges, 1 << 14, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) {
-          if (e + kStatAhead < end) cpu_detail::prefetch_row(dot + int64_t(d[e + kStatAhead]) * heads, heads * int64_t(sizeof(A)));
+          if (e + kStatAhead < end)
+            cpu_detail::prefetch_row(dot + int64_t(d[e + kStatAhead]) * heads, heads * int64_t(sizeof(A)));
           const int64_t i = int64_t(d[e]);
           for (int64_t h = 0; h < heads; ++h) {
             const int64_t at = e * heads + h;
