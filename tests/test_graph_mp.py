@@ -163,6 +163,30 @@ def test_scatter_equals_torch_scatter_reduce(reduce, torch_reduce):
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min", "mul"])
+def test_scatter_and_segment_equal_torch_scatter(reduce):
+    """The semantics the docstrings claim (empty rows, arg = E for them), against torch_scatter itself."""
+    ts = pytest.importorskip("torch_scatter")
+    g = torch.Generator().manual_seed(5)
+    e, n, f = 4000, 250, 5
+    src = torch.randn(e, f, generator=g, dtype=torch.float64)
+    index = torch.randint(0, n - 10, (e,), generator=g)  # the last 10 rows stay empty
+    index[index % 13 == 0] = 7  # and one row is heavy
+    order = index.argsort(stable=True)
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(index, minlength=n).cumsum(0)])
+    got = graph.scatter(src, index, n, reduce)
+    got_segment = graph.segment(src[order], indptr, reduce) if reduce != "mul" else None  # no segment "mul"
+    if reduce in ("max", "min"):
+        for ours, (out, arg) in ((got, getattr(ts, f"scatter_{reduce}")(src, index, dim=0, dim_size=n)),
+                                 (got_segment, ts.segment_csr(src[order], indptr, reduce=reduce))):
+            assert torch.equal(ours[0], out) and torch.equal(ours[1], arg)
+        return
+    close = dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, ts.scatter(src, index, dim=0, dim_size=n, reduce=reduce), **close)
+    if got_segment is not None:
+        torch.testing.assert_close(got_segment, ts.segment_csr(src[order], indptr, reduce=reduce), **close)
+
+
 def test_empty_rows_and_ties():
     src = np.array([[1.0, 5.0], [3.0, 5.0], [3.0, 2.0], [0.0, 0.0]], np.float32)
     index = np.array([1, 1, 1, 3], np.int64)
