@@ -388,23 +388,17 @@ def test_deterministic_whatever_the_thread_count():
     assert results[0] == results[1] == results[2]
 
 
-def test_avx512_and_baseline_paths_agree():
+def test_avx512_and_baseline_paths_agree(run_python):
     # the baseline loops run where AVX-512 is absent: run them in a child process with it disabled
-    import os
-    import subprocess
-    import sys
-
-    code = ("import numpy as np, sys; from commkernels import aggregate as a; "
+    code = ("import numpy as np; from commkernels import aggregate as a; "
             "X = np.random.default_rng(7).standard_normal((21, 4099)).astype(np.float32); X[2, ::5] = np.inf; "
-            "sys.stdout.buffer.write(b''.join(np.ascontiguousarray(r).tobytes() for r in "
-            "[a.median(X), a.trimmed_mean(X, 4), a.meamed(X, 4), a.phocas(X, 4), a.mean(X)]))")
+            "print(b''.join(np.ascontiguousarray(r).tobytes() for r in "
+            "[a.median(X), a.trimmed_mean(X, 4), a.meamed(X, 4), a.phocas(X, 4), a.mean(X)]).hex())")
     X = np.random.default_rng(7).standard_normal((21, 4099)).astype(np.float32)
     X[2, ::5] = np.inf
     here = b"".join(np.ascontiguousarray(r).tobytes() for r in
                     [agg.median(X), agg.trimmed_mean(X, 4), agg.meamed(X, 4), agg.phocas(X, 4), agg.mean(X)])
-    env = dict(os.environ, COMMKERNELS_DISABLE_AVX512="1")
-    there = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True).stdout
-    assert here == there
+    assert run_python(code, avx512=False).strip() == here.hex()
 
 
 # ---- torch ------------------------------------------------------------------------------------------------

@@ -7,9 +7,6 @@ makes a fresh process take the portable paths that a wheel runs elsewhere.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import commkernels
 
@@ -35,17 +32,8 @@ json.dump(out, sys.stdout)
 """
 
 
-def run(disable: bool) -> dict:
-    env = dict(os.environ)
-    env.pop("COMMKERNELS_DISABLE_AVX512", None)
-    if disable:
-        env["COMMKERNELS_DISABLE_AVX512"] = "1"
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
-
-
-def test_baseline_paths_match_dispatched_paths():
-    dispatched, baseline = run(False), run(True)
+def test_baseline_paths_match_dispatched_paths(run_python):
+    dispatched, baseline = (json.loads(run_python(SCRIPT, avx512)) for avx512 in (True, False))
     assert baseline.pop("simd") == "baseline x86-64"
     simd = dispatched.pop("simd")
     assert dispatched.keys() == baseline.keys()

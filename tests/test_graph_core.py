@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -467,10 +464,8 @@ print("ok")
 """
 
 
-def test_baseline_path_matches_reference():
-    env = dict(os.environ, COMMKERNELS_DISABLE_AVX512="1")
-    done = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT], env=env, capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+def test_baseline_path_matches_reference(run_python):
+    assert run_python(BASELINE_SCRIPT, avx512=False).strip() == "ok"
 
 
 @pytest.mark.parametrize("n", [1500, 3000])  # narrower column tiles (2 and 1 vectors) for many agents

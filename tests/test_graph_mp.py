@@ -689,20 +689,8 @@ print(h.hexdigest())
 """
 
 
-def test_avx512_and_baseline_paths_agree_bitwise():
+def test_avx512_and_baseline_paths_agree_bitwise(run_python):
     """The AVX-512 versions of the scatter / segment / spmm loops round w * x and the sum separately (no FMA
     contraction), as the baseline x86-64 build does: the same bits with COMMKERNELS_DISABLE_AVX512 set."""
-    import os
-    import subprocess
-    import sys
-
-    digests = []
-    for disable in (False, True):
-        env = dict(os.environ)
-        env.pop("COMMKERNELS_DISABLE_AVX512", None)
-        if disable:
-            env["COMMKERNELS_DISABLE_AVX512"] = "1"
-        done = subprocess.run([sys.executable, "-c", AVX512_PARITY_SCRIPT], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        digests.append(done.stdout.strip())
-    assert digests[0] == digests[1]
+    avx512, baseline = (run_python(AVX512_PARITY_SCRIPT, avx512).strip() for avx512 in (True, False))
+    assert avx512 == baseline and avx512

@@ -511,16 +511,12 @@ def test_row_groups_and_single_rows_agree():
         assert torch.equal(lse_all, lse_one), E
 
 
-def test_avx512_and_baseline_builds_agree():
+def test_avx512_and_baseline_builds_agree(run_python):
     """The AVX-512 and the baseline row loops compute the same bits (no contraction in either)."""
-    import subprocess
-    import sys
-
     script = ("import hashlib, numpy as np; from commkernels import moe;"
               "x = np.random.default_rng(7).standard_normal((3000, 37)).astype(np.float32) * 4;"
               "ec = moe.expert_choice(x, 200);"
               "data = moe.z_loss(x).tobytes() + ec.weights.tobytes() + ec.token_ids.tobytes();"
               "print(hashlib.sha256(data).hexdigest())")
-    out = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          env={**__import__("os").environ, **env}).stdout for env in ({}, {"COMMKERNELS_DISABLE_AVX512": "1"})]
-    assert out[0] == out[1] and out[0]
+    avx512, baseline = (run_python(script, avx512) for avx512 in (True, False))
+    assert avx512 == baseline and avx512.strip()

@@ -635,19 +635,8 @@ print(json.dumps(out))
 """
 
 
-def test_avx512_paths_match_baseline_paths():
+def test_avx512_paths_match_baseline_paths(run_python):
     import json
-    import os
-    import subprocess
-    import sys
 
-    def run(disable: bool) -> dict:
-        env = dict(os.environ)
-        env.pop("COMMKERNELS_DISABLE_AVX512", None)
-        if disable:
-            env["COMMKERNELS_DISABLE_AVX512"] = "1"
-        done = subprocess.run([sys.executable, "-c", DISPATCH_SCRIPT], env=env, capture_output=True, text=True,
-                              check=True)
-        return json.loads(done.stdout)
-
-    assert run(False) == run(True)
+    avx512, baseline = (json.loads(run_python(DISPATCH_SCRIPT, avx512)) for avx512 in (True, False))
+    assert avx512 == baseline and avx512

@@ -371,17 +371,6 @@ print("\n".join(out))
 """
 
 
-def test_wire_avx512_paths_match_baseline_paths():
-    import os
-    import subprocess
-    import sys
-
-    def run(disable: bool) -> str:
-        env = dict(os.environ)
-        env.pop("COMMKERNELS_DISABLE_AVX512", None)
-        if disable:
-            env["COMMKERNELS_DISABLE_AVX512"] = "1"
-        return subprocess.run([sys.executable, "-c", WIRE_DISPATCH_SCRIPT], env=env, capture_output=True, text=True,
-                              check=True).stdout
-
-    assert run(False) == run(True)
+def test_wire_avx512_paths_match_baseline_paths(run_python):
+    avx512, baseline = (run_python(WIRE_DISPATCH_SCRIPT, avx512) for avx512 in (True, False))
+    assert avx512 == baseline and avx512.strip()
