@@ -556,15 +556,16 @@ def test_gram_non_finite_rows_stay_in_their_row(dtype):
     rng = np.random.default_rng(2)
     values = rng.standard_normal((6, 100)) + 3.0
     X = make(values, dtype, "torch")
-    X[2, 7] = float("nan")
+    X[2, 7] = float("nan")  # in the first 64 coordinates (the kernel's vector path) ...
     X[4, 0] = float("inf")
+    X[1, 90] = -float("inf")  # ... and past them (its coordinate-at-a-time tail)
     G = to_f64(A.gram(X)[0])
-    bad = np.array([False, False, True, False, True, False])
+    bad = np.array([False, True, True, False, True, False])
     assert np.array_equal(host.bad_rows(G), bad)
     good = ~bad
     Xr = rounded(values, dtype)
-    Xr[2, 7], Xr[4, 0] = np.nan, np.inf
-    Gr, _ = R.gram(Xr)  # the finite-entry mean skips the two bad entries, as the kernel's center does
+    Xr[2, 7], Xr[4, 0], Xr[1, 90] = np.nan, np.inf, -np.inf
+    Gr, _ = R.gram(Xr)  # the finite-entry mean skips the bad entries, as the kernel's center does
     sub, ref = G[np.ix_(good, good)], Gr[np.ix_(good, good)]
     scale = np.sqrt(np.diag(ref)) + np.sqrt(np.sum(Xr[good] ** 2, axis=1))
     assert np.all(np.abs(sub - ref) <= gamma(dtype) * np.outer(scale, scale))

@@ -41,50 +41,137 @@ int64_t block_size(int64_t m_pad) {
   return p;
 }
 
+// x[0, L) as one lane vector of acc_t.
+template <class T>
+CK_ALWAYS_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
+  using A = acc_t<T>;
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L;
+  V v;
+  if constexpr (std::is_same_v<T, A>) {
+    std::memcpy(&v, x, sizeof(V));
+  } else {
+    A tmp[L];
+    for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
+    std::memcpy(&v, tmp, sizeof(V));
+  }
+  return v;
+}
+
+// Whether every lane of v is +-0 (a NaN lane is not).
+template <class V>
+CK_ALWAYS_INLINE bool all_zero(const V& v) {
+  const auto zero = v == V{};
+  bool all = true;
+  for (int l = 0; l < int(sizeof(V) / sizeof(v[0])); ++l) all = all && zero[l];
+  return all;
+}
+
 // scratch[i][0, len) <- x_i[j0, j0 + len) - c (acc_t); rows >= m and columns >= len are zero (up to B).
+// Coordinates go by kFillVectors lane vectors at a time with every row inside: the mean center's sums stay
+// in registers as independent chains (one chain would wait on the add latency every row), each row's
+// piece is read twice from L1 (sum, then store centered), and the scratch is written once. The last
+// partial group of coordinates goes one at a time, adding the rows in the same order.
+constexpr int kFillVectors = 4;
+
 template <class T>
 CK_ALWAYS_INLINE void fill_block(const RowView<T>& rows, int64_t m, int64_t m_pad, GramCenter mode, const T* center,
-                          int64_t j0, int64_t len, int64_t B, acc_t<T>* scratch, acc_t<T>* csum, acc_t<T>* ccount) {
+                                 int64_t j0, int64_t len, int64_t B, acc_t<T>* scratch) {
   using A = acc_t<T>;
-  const bool mean = mode == GramCenter::mean;
-  if (mean) {
-    std::fill(csum, csum + len, A(0));
-    std::fill(ccount, ccount + len, A(0));
-  }
-  for (int64_t i = 0; i < m; ++i) {
-    const T* x = rows.row(i) + j0;
-    A* s = scratch + i * B;
-    if (mean) {  // convert and sum the finite entries in one sweep
-      for (int64_t j = 0; j < len; ++j) {
-        const A v = to_acc(x[j]);
-        const bool fin = is_finite_value(v);
-        s[j] = v;
-        csum[j] += fin ? v : A(0);
-        ccount[j] += fin ? A(1) : A(0);
+  using V = typename Lanes<A>::vec;
+  constexpr int L = Lanes<A>::L, W = kFillVectors;
+  const int64_t vec_len = len / (W * L) * (W * L);
+  for (int64_t j = 0; j < vec_len; j += W * L) {
+    V c[W] = {};
+    if (mode == GramCenter::mean) {
+      // Sum every entry; a finite total means every entry was finite (a NaN or Inf stays in the sum), so
+      // it is the sum of the finite entries and the count is m. Otherwise count and sum again, masked.
+      V sum[W] = {}, check = {};
+      for (int64_t i = 0; i < m; ++i) {
+        const T* x = rows.row(i) + j0 + j;
+        for (int w = 0; w < W; ++w) sum[w] += load_lanes(x + w * L);
       }
-    } else {
-      for (int64_t j = 0; j < len; ++j) s[j] = to_acc(x[j]);
+      for (int w = 0; w < W; ++w) check += sum[w] - sum[w];
+      if (all_zero(check)) {
+        for (int w = 0; w < W; ++w) c[w] = sum[w] / A(m);
+      } else {
+        V count[W] = {};
+        for (int w = 0; w < W; ++w) sum[w] = V{};
+        for (int64_t i = 0; i < m; ++i) {
+          const T* x = rows.row(i) + j0 + j;
+          for (int w = 0; w < W; ++w) {
+            const V v = load_lanes(x + w * L);
+            const auto finite = (v - v) == V{};
+            sum[w] = finite ? sum[w] + v : sum[w];
+            count[w] = finite ? count[w] + A(1) : count[w];
+          }
+        }
+        for (int w = 0; w < W; ++w) c[w] = count[w] > A(0) ? sum[w] / count[w] : V{};
+      }
+    } else if (mode == GramCenter::vector) {
+      for (int w = 0; w < W; ++w) c[w] = load_lanes(center + j0 + j + w * L);
     }
-    for (int64_t j = len; j < B; ++j) s[j] = A(0);
+    for (int64_t i = 0; i < m; ++i) {
+      const T* x = rows.row(i) + j0 + j;
+      A* s = scratch + i * B + j;
+      for (int w = 0; w < W; ++w) {
+        const V v = mode == GramCenter::zero ? load_lanes(x + w * L) : load_lanes(x + w * L) - c[w];
+        std::memcpy(s + w * L, &v, sizeof(V));
+      }
+    }
   }
+  for (int64_t j = vec_len; j < len; ++j) {
+    A c = A(0);
+    if (mode == GramCenter::mean) {
+      A sum = A(0), count = A(0);
+      for (int64_t i = 0; i < m; ++i) {
+        const A v = to_acc(rows.row(i)[j0 + j]);
+        if (is_finite_value(v)) sum += v, count += A(1);
+      }
+      c = count > A(0) ? sum / count : A(0);
+    } else if (mode == GramCenter::vector) {
+      c = to_acc(center[j0 + j]);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const A v = to_acc(rows.row(i)[j0 + j]);
+      scratch[i * B + j] = mode == GramCenter::zero ? v : v - c;
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) std::fill(scratch + i * B + len, scratch + (i + 1) * B, A(0));
   for (int64_t i = m; i < m_pad; ++i) std::fill(scratch + i * B, scratch + (i + 1) * B, A(0));
-  if (mode == GramCenter::zero) return;
-  if (mode == GramCenter::vector) {
-    for (int64_t j = 0; j < len; ++j) csum[j] = to_acc(center[j0 + j]);
-  } else {
-    for (int64_t j = 0; j < len; ++j) csum[j] = ccount[j] > A(0) ? csum[j] / ccount[j] : A(0);
-  }
-  for (int64_t i = 0; i < m; ++i) {
-    A* s = scratch + i * B;
-    for (int64_t j = 0; j < len; ++j) s[j] -= csum[j];
-  }
 }
+
+// Software prefetch of the next block of coordinates into L2, one cache line a step, row after row. The
+// tile loop takes one step per lane vector, so the next block arrives while this one is multiplied: tens
+// of rows of a few KiB each are too many short streams for the hardware prefetcher, and without this the
+// fill waits on memory. Into L2, not L1: the tiles' rows live in L1.
+template <class T>
+struct NextBlock {
+  const RowView<T>& rows;
+  int64_t m, j0, lines_per_row;  // lines_per_row = 0: nothing to fetch (the chunk ends here)
+  int64_t row = 0, left = 0;
+  const char* line = nullptr;
+
+  NextBlock(const RowView<T>& rows, int64_t m, int64_t j0, int64_t len)
+      : rows(rows), m(m), j0(j0), lines_per_row((std::max<int64_t>(len, 0) * int64_t(sizeof(T)) + 63) / 64) {}
+
+  CK_ALWAYS_INLINE void step() {
+    if (left == 0) {
+      if (row == m || lines_per_row == 0) return;
+      line = reinterpret_cast<const char*>(rows.row(row++) + j0);
+      left = lines_per_row;
+    }
+    __builtin_prefetch(line, 0, 2);
+    line += 64;
+    --left;
+  }
+};
 
 // lanes[t][a][b] += the block's lane-wise products of rows ib + a and kb + b (rows of stride B, the first
 // `len` columns, a multiple of the lane count), for every tile t = (ib <= kb) of 4 x 4 rows.
-template <class A>
+template <class A, class T>
 CK_ALWAYS_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, int64_t len,
-                           typename Lanes<A>::vec* lanes) {
+                                  typename Lanes<A>::vec* lanes, NextBlock<T>& next) {
   using V = typename Lanes<A>::vec;
   constexpr int L = Lanes<A>::L;
   for (int64_t ib = 0; ib < m_pad; ib += kTile) {
@@ -95,6 +182,7 @@ CK_ALWAYS_INLINE void block_tiles(const A* scratch, int64_t m_pad, int64_t B, in
       const A* xi = scratch + ib * B;
       const A* xk = scratch + kb * B;
       for (int64_t j = 0; j < len; j += L) {
+        next.step();
         V u[kTile], v[kTile];
         for (int a = 0; a < kTile; ++a) std::memcpy(&u[a], xi + a * B + j, sizeof(V));
         for (int b = 0; b < kTile; ++b) std::memcpy(&v[b], xk + b * B + j, sizeof(V));
@@ -134,20 +222,19 @@ CK_ALWAYS_INLINE void gram_chunk(const RowView<T>& rows, int64_t m, int64_t m_pa
   const int64_t tiles = (m_pad / kTile) * (m_pad / kTile + 1) / 2;
   thread_local std::vector<A> buffer;
   const size_t lane_elems = size_t(tiles * kTile * kTile * L);
-  const size_t need = size_t(m_pad * B + 2 * B) + lane_elems + 64;
+  const size_t need = size_t(m_pad * B) + lane_elems + 64;
   if (buffer.size() < need) buffer.resize(need);
   A* scratch = reinterpret_cast<A*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63));
   V* lanes = reinterpret_cast<V*>(scratch + m_pad * B);  // m_pad * B is a multiple of 64 bytes
-  A* csum = scratch + m_pad * B + lane_elems;
-  A* ccount = csum + B;
   std::fill(lanes, lanes + tiles * kTile * kTile, V{});
   const int64_t flush_every = kFlushTerms * L / B;  // blocks; B divides kFlushTerms * L
   int64_t pending = 0;
   for (int64_t j = j0; j < j1; j += B) {
     const int64_t len = std::min(B, j1 - j);
-    fill_block(rows, m, m_pad, mode, center, j, len, B, scratch, csum, ccount);
+    fill_block(rows, m, m_pad, mode, center, j, len, B, scratch);
+    NextBlock<T> next(rows, m, j + B, std::min(B, j1 - j - B));
     // a short last block: only the columns that hold data (rounded up to whole lane vectors, zero-padded)
-    block_tiles<A>(scratch, m_pad, B, std::min(B, (len + 63) / 64 * 64), lanes);
+    block_tiles(scratch, m_pad, B, std::min(B, (len + 63) / 64 * 64), lanes, next);
     if (++pending == flush_every) {
       flush_lanes<A>(lanes, m_pad, partial);
       pending = 0;
@@ -232,23 +319,6 @@ CK_ALWAYS_INLINE void store_lanes(const V& acc, T* dst) {
   A lane[L];
   std::memcpy(lane, &acc, sizeof(V));
   for (int l = 0; l < L; ++l) dst[l] = from_acc<T>(lane[l]);
-}
-
-// x[0, L) as one lane vector of acc_t.
-template <class T>
-CK_ALWAYS_INLINE typename Lanes<acc_t<T>>::vec load_lanes(const T* x) {
-  using A = acc_t<T>;
-  using V = typename Lanes<A>::vec;
-  constexpr int L = Lanes<A>::L;
-  V v;
-  if constexpr (std::is_same_v<T, A>) {
-    std::memcpy(&v, x, sizeof(V));
-  } else {
-    A tmp[L];
-    for (int l = 0; l < L; ++l) tmp[l] = to_acc(x[l]);
-    std::memcpy(&v, tmp, sizeof(V));
-  }
-  return v;
 }
 
 // finite[i] <- 1 if row i's block [j0, j0 + len) is all finite, else 2, for the listed rows not yet known
