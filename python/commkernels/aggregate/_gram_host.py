@@ -37,20 +37,25 @@ def sqdist(G, bad):
     return D
 
 
-def dist_to(G, bad, a):
-    """||x_k - z|| for z = c + sum_i a_i (x_i - c) (a zero on bad rows); +inf for bad k."""
-    Gc = clean(G, bad)
-    Ga = Gc @ a
-    sq = np.diag(Gc) - 2.0 * Ga + float(a @ Ga)
-    out = np.sqrt(np.maximum(sq, 0.0))
-    out[bad] = np.inf
-    return out
+class Span:
+    """Points z = c + sum_i a_i (x_i - c) (a zero on bad rows), measured through G: the cleaned matrix and
+    its diagonal are formed once per rule, not once per iteration (an iteration is a few n x n products)."""
 
+    def __init__(self, G, bad):
+        self.G = clean(G, bad)
+        self.diag = np.diag(self.G).copy()
+        self.bad = bad
 
-def norm_of(G, bad, a):
-    """||sum_i a_i (x_i - c)|| (a zero on bad rows)."""
-    Gc = clean(G, bad)
-    return math.sqrt(max(float(a @ (Gc @ a)), 0.0))
+    def dist_to(self, a):
+        """||x_k - z|| for every k; +inf for a bad k."""
+        Ga = self.G @ a
+        out = np.sqrt(np.maximum(self.diag - 2.0 * Ga + float(a @ Ga), 0.0))
+        out[self.bad] = np.inf
+        return out
+
+    def norm_of(self, a):
+        """||sum_i a_i (x_i - c)||."""
+        return math.sqrt(max(float(a @ (self.G @ a)), 0.0))
 
 
 def krum_scores(D, f: int, neighbors: str, rows=None) -> np.ndarray:
@@ -84,15 +89,16 @@ def weiszfeld(G, bad, weights, nu: float, max_iter: int, tol: float, a0=None):
     w[bad] = 0.0
     a = np.zeros(n) if a0 is None else np.asarray(a0, np.float64).copy()
     total = w.sum()
+    span = Span(G, bad)
     steps = 0
     for _ in range(max_iter):
-        dist = dist_to(G, bad, a)
+        dist = span.dist_to(a)
         beta = np.where(bad, 0.0, w / np.maximum(nu, dist))
         a_new = beta / beta.sum()
-        step = norm_of(G, bad, a_new - a)
+        step = span.norm_of(a_new - a)
         a = a_new
         steps += 1
-        obj = float(np.dot(w[~bad], dist_to(G, bad, a)[~bad])) / total
+        obj = float(np.dot(w[~bad], span.dist_to(a)[~bad])) / total
         if step <= tol * obj:
             break
     return a, steps
@@ -102,8 +108,9 @@ def centered_clipping(G, bad, tau: float, iters: int):
     """Coefficients a of v_T = c + sum a_i (x_i - c), from v_0 = c (G centered at the given center)."""
     n = G.shape[0]
     a = np.zeros(n)
+    span = Span(G, bad)
     for _ in range(iters):
-        dist = dist_to(G, bad, a)
+        dist = span.dist_to(a)
         with np.errstate(divide="ignore"):
             clipf = np.where(dist == 0, 1.0, np.minimum(1.0, tau / dist))
         clipf[bad] = 0.0
