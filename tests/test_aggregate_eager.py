@@ -1,6 +1,7 @@
-"""The eager fast path of aggregate.mean, buffer_add_ and fedasync_mix_ (plain CPU torch tensors call the
-kernel without the torch.library dispatcher, see commkernels/_eager.py): the same bits as the op, the
-version counter bumped like the op's, and every other call (autograd, bad arguments) still on the op path."""
+"""The eager fast path of aggregate.mean, buffer_add_, fedasync_mix_ and the rules (plain CPU torch tensors
+call the kernel without the torch.library dispatcher, see commkernels/_eager.py): the same bits as the op,
+the version counter bumped like the op's, and every other call (autograd, bad arguments) still on the op
+path."""
 
 from __future__ import annotations
 
@@ -26,6 +27,56 @@ def test_eager_mean_matches_the_op(dtype):
     rows = list(X)
     assert torch.equal(A.mean(rows, weights=[1, 2, 3, 4, 5, 6, 7]),
                        torch.ops.commkernels.mean(rows, False, [1.0, 2, 3, 4, 5, 6, 7]))
+
+
+# each rule against its op, called as the public function calls it (the stacked form)
+RULES = {
+    "median": (lambda X: A.median(X), lambda X: torch.ops.commkernels.median([X], True, "mean")),
+    "trimmed_mean": (lambda X: A.trimmed_mean(X, 2), lambda X: torch.ops.commkernels.trimmed_mean([X], True, 2)),
+    "meamed": (lambda X: A.meamed(X, 2), lambda X: torch.ops.commkernels.meamed([X], True, 2)),
+    "krum": (lambda X: A.krum(X, 2, m=2), lambda X: torch.ops.commkernels.krum([X], True, 2, 2, "n-f-2", "mean", "")),
+    "geometric_median": (lambda X: A.geometric_median(X, max_iter=5, start="zero"),
+                         lambda X: torch.ops.commkernels.geometric_median([X], True, 1e-6, 5, 1e-6, None, "zero",
+                                                                          None, "")),
+    "centered_clipping": (lambda X: A.centered_clipping(X, X[0], 1.0, 3),
+                          lambda X: torch.ops.commkernels.centered_clipping([X], True, X[0], 1.0, 3)),
+    "combine": (lambda X: A.combine(X, [[0.5] * 7, [1.0] + [0.0] * 6]),
+                lambda X: torch.ops.commkernels.combine([X], True, [0.5] * 7 + [1.0] + [0.0] * 6, 2)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_eager_rules_match_the_op(rule, dtype):
+    X = torch.randn(7, 3, 501, generator=torch.Generator().manual_seed(2)).to(dtype)
+    X[3, 1, 7] = float("nan")  # a Byzantine row: the rules' masked paths too
+    fast, op = RULES[rule]
+    a, b = fast(X), op(X)
+    assert a.dtype == b.dtype == dtype and a.shape == b.shape
+    assert torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
+
+
+def test_rules_with_grad_or_under_a_mode_take_the_op():
+    """An input autograd tracks, or a dispatch mode, sends the call through the op (recorded, differentiated)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    X = torch.randn(7, 40, dtype=torch.float64)
+    with Record() as mode:
+        A.krum(X, 2)
+        A.median(X)
+    assert any("commkernels.krum" in o for o in mode.ops) and any("commkernels.median" in o for o in mode.ops)
+    Xg = X.clone().requires_grad_(True)
+    A.median(Xg).sum().backward()
+    assert Xg.grad is not None and torch.equal(Xg.grad.sum(0), torch.ones(40, dtype=torch.float64))
 
 
 def test_mean_with_grad_still_differentiates():

@@ -174,9 +174,7 @@ def geometric_median(X, nu: float = 1e-6, max_iter: int = 100, tol: float = 1e-6
         start_kind = "array"
         center_vector(u, start, "start")  # checked here, with the user's argument name
         start_tensor = start
-    if u.framework != "torch":
-        return _gm_run(u, nu, max_iter, tol, w, start_kind, start_tensor, _pre_arg(pre))
-    return _gm_op(u.parts, u.stacked, nu, max_iter, tol, w, start_kind, start_tensor, _pre_arg(pre))
+    return call(_gm_op, _gm_run, u, nu, max_iter, tol, w, start_kind, start_tensor, _pre_arg(pre))
 
 
 # ---- centered clipping ------------------------------------------------------------------------------------
