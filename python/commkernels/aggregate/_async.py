@@ -332,6 +332,6 @@ def variance_corrected_mean(X, segments=None, mode: str = "follow", alpha: float
         if u.n < 2:
             raise ValueError(f"X: mode 'conservative' needs n >= 2 (the own model and received ones), got n={u.n}")
         weights = [alpha] + [(1.0 - alpha) / (u.n - 1)] * (u.n - 1)
-    if u.framework == "torch" and not _eager.plain_cpu(*u.parts, differentiable=u.parts):
+    if u.through_op():
         return _vcm_op(u.parts, u.stacked, lengths, weights, eps)
     return _vcm_run(u, lengths, weights, eps)

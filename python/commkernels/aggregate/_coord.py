@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 
-from .. import _eager, _torch_ops
+from .. import _torch_ops
 from ._inputs import Updates, check_f, finish, from_parts, output, updates
 
 _EVEN = ("mean", "lower", "upper")
@@ -86,8 +86,7 @@ _phocas_op = _define("phocas", ", int f", lambda X, stacked, f: _run(from_parts(
 
 
 def _apply(u: Updates, op, rule: str, even: str, f: int):
-    # plain CPU tensors without autograd: the kernel directly, as the op would (see _gram.call)
-    if u.framework == "torch" and not _eager.plain_cpu(*u.parts, differentiable=u.parts):
+    if u.through_op():
         return op(u.parts, u.stacked, even) if rule == "median" else op(u.parts, u.stacked, f)
     return _run(u, rule, even, f)
 

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .. import _backend, _eager, _torch_ops
+from .. import _backend, _torch_ops
 from ._inputs import Updates, from_parts, updates
 
 _CENTER_MODES = {"zero": 0, "mean": 1, "vector": 2}
@@ -137,10 +137,8 @@ def define_rule(name: str, params: str, run, fake_rows=None):
 
 
 def call(op, run, u: Updates, *args):
-    """The rule through its torch op for torch tensors, directly otherwise; also directly for plain CPU
-    torch tensors that autograd does not track, where the op would only call run (see _eager: its
-    dispatcher and autograd wrapper cost ~0.1 ms a call, a rule's whole budget at small d)."""
-    if u.framework == "torch" and not _eager.plain_cpu(*u.parts, differentiable=u.parts):
+    """The rule through its torch op where u.through_op(), directly otherwise."""
+    if u.through_op():
         return op(u.parts, u.stacked, *args)
     return run(u, *args)
 

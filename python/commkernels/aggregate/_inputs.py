@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend, _checks
+from .. import _backend, _checks, _eager
 
 @dataclass(frozen=True)
 class Updates:
@@ -51,6 +51,12 @@ class Updates:
 
     def stream(self) -> int:
         return _backend.stream(self.like)
+
+    def through_op(self) -> bool:
+        """Whether a rule goes through its torch op: torch tensors, except plain CPU ones in eager mode that
+        autograd does not track, where the op would only call the kernel (see _eager: the dispatcher and
+        autograd wrapper cost ~0.1 ms a call, a rule's whole budget at small d)."""
+        return self.framework == "torch" and not _eager.plain_cpu(*self.parts, differentiable=self.parts)
 
     def rows(self) -> list:
         """The n updates as arrays of ``shape`` (views, no copy)."""
