@@ -1,5 +1,6 @@
 // gram and combine on the CPU (gram.h). Cache blocking: a block of B coordinates of all m rows is
-// converted (to acc_t, centered) into a per-thread scratch of m_pad x B that stays in L2, then every
+// converted (to acc_t, centered) into a per-thread scratch of m_pad x B that stays in L2 (fill_block; the
+// tile loop of the block before has prefetched it, NextBlock), then every
 // 4 x 4 tile of row pairs accumulates its 16 dot products in SIMD registers (GCC vector extensions: one
 // 512-bit register a lane vector under the AVX-512 dispatch, emulated on SSE2 otherwise). A tile's 16
 // lane vectors are added into per-thread lane partials (still one lane a coordinate class, so no
