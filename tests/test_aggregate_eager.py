@@ -57,6 +57,26 @@ def test_eager_rules_match_the_op(rule, dtype):
     assert torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
 
 
+def test_plain_calls_skip_the_ops_and_tracked_ones_take_them(monkeypatch):
+    """With the ops replaced by a tripwire, plain calls still work (they never reach an op) and a call with
+    an input autograd tracks trips it (it does): the fast path is really taken, and only where it may be."""
+    from commkernels.aggregate import _coord, _gram, _gram_rules
+
+    def tripwire(*args):
+        raise AssertionError("went through the op")
+
+    for module, name in [(_coord, "_median_op"), (_coord, "_trimmed_mean_op"), (_gram_rules, "_krum_op"),
+                         (_gram_rules, "_gm_op"), (_gram_rules, "_cc_op"), (_gram, "_combine_op")]:
+        monkeypatch.setattr(module, name, tripwire)
+    X = torch.randn(7, 40)
+    A.median(X), A.trimmed_mean(X, 2), A.krum(X, 2), A.geometric_median(X), A.centered_clipping(X, X[0], 1.0)
+    A.combine(X, [[1.0] * 7])
+    with pytest.raises(AssertionError, match="went through the op"):
+        A.median(X.clone().requires_grad_(True))
+    with pytest.raises(AssertionError, match="went through the op"):
+        A.combine(X.clone().requires_grad_(True), [[1.0] * 7])
+
+
 def test_rules_with_grad_or_under_a_mode_take_the_op():
     """An input autograd tracks, or a dispatch mode, sends the call through the op (recorded, differentiated)."""
     X = torch.randn(7, 40, dtype=torch.float64)
