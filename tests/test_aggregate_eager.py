@@ -1,7 +1,7 @@
-"""The eager fast path of aggregate.mean, buffer_add_, fedasync_mix_ and the rules (plain CPU torch tensors
-call the kernel without the torch.library dispatcher, see commkernels/_eager.py): the same bits as the op,
-the version counter bumped like the op's, and every other call (autograd, bad arguments) still on the op
-path."""
+"""The eager fast path of aggregate.mean, buffer_add_, fedasync_mix_ and the rules (plain torch tensors call
+the kernel without the torch.library dispatcher, see commkernels/_eager.py; the rules and mean on CPU and
+CUDA, the in-place updates on CPU): the same bits as the op, the version counter bumped like the op's, and
+every other call (autograd, bad arguments) still on the op path."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def _op_mean(X):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_eager_mean_matches_the_op(dtype):
-    X = torch.randn(7, 3, 1001, generator=torch.Generator().manual_seed(0)).to(dtype)
+def test_eager_mean_matches_the_op(dtype, device):
+    X = torch.randn(7, 3, 1001, generator=torch.Generator().manual_seed(0)).to(dtype).to(device)
     out = A.mean(X)
     assert out.dtype == dtype and out.shape == (3, 1001)
     assert torch.equal(out, _op_mean(X))
@@ -48,8 +48,8 @@ RULES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_eager_rules_match_the_op(rule, dtype):
-    X = torch.randn(7, 3, 501, generator=torch.Generator().manual_seed(2)).to(dtype)
+def test_eager_rules_match_the_op(rule, dtype, device):
+    X = torch.randn(7, 3, 501, generator=torch.Generator().manual_seed(2)).to(dtype).to(device)
     X[3, 1, 7] = float("nan")  # a Byzantine row: the rules' masked paths too
     fast, op = RULES[rule]
     a, b = fast(X), op(X)
@@ -57,10 +57,10 @@ def test_eager_rules_match_the_op(rule, dtype):
     assert torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
 
 
-def test_plain_calls_skip_the_ops_and_tracked_ones_take_them(monkeypatch):
+def test_plain_calls_skip_the_ops_and_tracked_ones_take_them(monkeypatch, device):
     """With the ops replaced by a tripwire, plain calls still work (they never reach an op) and a call with
     an input autograd tracks trips it (it does): the fast path is really taken, and only where it may be."""
-    from commkernels.aggregate import _coord, _gram, _gram_rules
+    from commkernels.aggregate import _coord, _gram, _gram_rules, _mean
 
     def tripwire(*args):
         raise AssertionError("went through the op")
@@ -68,13 +68,16 @@ def test_plain_calls_skip_the_ops_and_tracked_ones_take_them(monkeypatch):
     for module, name in [(_coord, "_median_op"), (_coord, "_trimmed_mean_op"), (_gram_rules, "_krum_op"),
                          (_gram_rules, "_gm_op"), (_gram_rules, "_cc_op"), (_gram, "_combine_op")]:
         monkeypatch.setattr(module, name, tripwire)
-    X = torch.randn(7, 40)
+    monkeypatch.setattr(_mean, "_mean_op", tripwire)
+    X = torch.randn(7, 40, device=device)
     A.median(X), A.trimmed_mean(X, 2), A.krum(X, 2), A.geometric_median(X), A.centered_clipping(X, X[0], 1.0)
-    A.combine(X, [[1.0] * 7])
+    A.combine(X, [[1.0] * 7]), A.mean(X), A.mean(list(X))
     with pytest.raises(AssertionError, match="went through the op"):
         A.median(X.clone().requires_grad_(True))
     with pytest.raises(AssertionError, match="went through the op"):
         A.combine(X.clone().requires_grad_(True), [[1.0] * 7])
+    with pytest.raises(AssertionError, match="went through the op"):
+        A.mean(X.clone().requires_grad_(True))
 
 
 def test_rules_with_grad_or_under_a_mode_take_the_op():

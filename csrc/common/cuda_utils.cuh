@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -45,12 +47,44 @@ class DeviceGuard {
 
 inline cudaStream_t cuda_stream(const Stream& stream) { return reinterpret_cast<cudaStream_t>(stream.handle); }
 
-// Stream-ordered scratch memory (cudaMallocAsync), released in stream order when it goes out of scope.
+// commkernels' stream-ordered scratch pool on the current device, made on first use and kept for the
+// process. Not the device's default pool: that one's release threshold is 0, so every synchronize (a
+// caller's, or gram's own before it reads G back) unmaps its free memory and the next cudaMallocAsync maps
+// it again, ~80-250 us measured per small call on an H100, more than the kernels. This pool keeps up to
+// kKeepBytes of free scratch mapped across synchronizations (the caching allocators of torch and CuPy do
+// the same for their memory); beyond that it gives memory back at the next synchronize. Set on our own
+// pool, so the process's default pool and other libraries' allocations are left as they were.
+inline cudaMemPool_t scratch_pool() {
+  constexpr uint64_t kKeepBytes = uint64_t(256) << 20;
+  constexpr int kMaxDevices = 64;
+  static std::mutex mutex;
+  static cudaMemPool_t pools[kMaxDevices] = {};
+  int device = 0;
+  CK_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices) throw std::runtime_error("commkernels: CUDA device index out of range");
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (!pools[device]) {
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    CK_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+    uint64_t keep = kKeepBytes;
+    CK_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    pools[device] = pool;
+  }
+  return pools[device];
+}
+
+// Stream-ordered scratch memory from scratch_pool(), released in stream order when it goes out of scope.
+// Made while the arrays' device is current (after a DeviceGuard).
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer(size_t count, cudaStream_t stream) : stream_(stream) {
-    CK_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&data_), (count ? count : 1) * sizeof(T), stream));
+    CK_CUDA_CHECK(cudaMallocFromPoolAsync(reinterpret_cast<void**>(&data_), (count ? count : 1) * sizeof(T),
+                                          scratch_pool(), stream));
   }
   ~DeviceBuffer() { cudaFreeAsync(data_, stream_); }
   DeviceBuffer(const DeviceBuffer&) = delete;

@@ -53,10 +53,10 @@ class Updates:
         return _backend.stream(self.like)
 
     def through_op(self) -> bool:
-        """Whether a rule goes through its torch op: torch tensors, except plain CPU ones in eager mode that
-        autograd does not track, where the op would only call the kernel (see _eager: the dispatcher and
-        autograd wrapper cost ~0.1 ms a call, a rule's whole budget at small d)."""
-        return self.framework == "torch" and not _eager.plain_cpu(*self.parts, differentiable=self.parts)
+        """Whether a rule goes through its torch op: torch tensors, except plain CPU or CUDA ones in eager mode
+        that autograd does not track, where the op would only call the kernel (see _eager: the dispatcher
+        and autograd wrapper cost ~0.05-0.1 ms a call, a rule's whole budget at small d)."""
+        return self.framework == "torch" and not _eager.plain(*self.parts, differentiable=self.parts)
 
     def rows(self) -> list:
         """The n updates as arrays of ``shape`` (views, no copy)."""

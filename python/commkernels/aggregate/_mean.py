@@ -90,9 +90,9 @@ def mean(X, weights=None):
     u = updates(X)
     w = _weights(weights, u.n)
     if u.framework == "torch":
-        if _eager.plain_cpu(*u.parts, differentiable=u.parts):  # what the op would do, without its cost
+        if not u.through_op():  # what the op would do, without its cost
             out = output(u)
-            _backend._cpu.aggregate_mean([_eager.dl(p) for p in u.parts], u.n, w, _eager.dl(out), 0)
+            u.module().aggregate_mean([_eager.dl(p) for p in u.parts], u.n, w, _eager.dl(out), u.stream())
             return out.reshape(u.shape)
         return _mean_op(u.parts, u.stacked, w or None)
     return _mean_run(u, w)
