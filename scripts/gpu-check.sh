@@ -4,17 +4,19 @@
 # CUDA benchmarks. Everything lands under $OUT (default ./gpu-out), at most 8 files:
 #   gpu-check.log   every stage's output        memcheck.txt   the sanitizer's report
 #   cuda-<family>.json                          one benchmark file per family
+#   overhead.txt    where a small aggregate call's microseconds go (scripts/gpu-overhead.py)
 # Each stage has its own time limit (seconds, overridable), so a slow or hung stage costs only its share
 # and the files of the stages before it still come back; the defaults add up to under 10 minutes (on an
 # H200 a whole run took 4.5-6 minutes). Exit status: 0 when every stage passed.
 # Settings (environment): CK_ARCHS (90: the H100/H200; CI builds 80;90); T_BUILD T_TESTS T_MEMCHECK T_BENCH
-# (seconds; T_BENCH per family); CK_SKIP_BUILD (set: test what is installed); CK_FAMILIES; CK_TESTS (the -k
+# T_OVERHEAD (seconds; T_BENCH per family); CK_SKIP_BUILD (set: test what is installed); CK_FAMILIES; CK_TESTS (the -k
 # expression, default cuda); CK_BENCH_ARGS (default: every size, 10 timed calls per function).
 # Needs pytest-xdist and pytest-timeout (the GPU machines' image has both).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: some stages run elsewhere
 PY=${PYTHON:-python3}
 LOG="$OUT/gpu-check.log"
 status=0
@@ -56,6 +58,8 @@ for family in ${CK_FAMILIES:-compress aggregate moe graph}; do
   timeout "${T_BENCH:-50}" $PY -m commkernels bench --device cuda --family "$family" ${CK_BENCH_ARGS:---repeat 10} \
     --json "$OUT/cuda-$family.json" >> "$LOG" 2>&1 || fail "bench $family"
 done
+stage "small-call costs (scripts/gpu-overhead.py)"
+(cd /tmp && timeout "${T_OVERHEAD:-60}" $PY "$OLDPWD/scripts/gpu-overhead.py" "$OUT") >> "$LOG" 2>&1 || fail "overhead"
 stage "done (status $status)"
 grep -E "^(==|!!)|passed|failed|ERROR|FAILED" "$LOG" | tail -40
 exit $status

@@ -1,6 +1,7 @@
 """Where a small aggregate call's time goes on the GPU: per-call microseconds of torch and commkernels with a
-synchronize after every call (as the benchmark does) and without (launch cost only), the raw kernel binding,
-and a cProfile of the public call. Run on a GPU machine: python scripts/gpu-overhead.py [OUT_DIR]."""
+synchronize after every call (as the benchmark does) and without (the host's share), the raw kernel binding,
+and a cProfile of the public calls. Run on a GPU machine (scripts/gpu-check.sh runs it):
+python scripts/gpu-overhead.py [OUT_DIR]  (writes OUT_DIR/overhead.txt)."""
 import cProfile
 import io
 import pstats
@@ -54,16 +55,6 @@ except Exception as e:  # the binding's signature may differ: say so and go on
 lines = []
 for name, fn in cases.items():
     lines.append(f"{name:32s} sync each: {per_call(fn):8.1f} us   no sync: {per_call(fn, each_sync=False):8.1f} us")
-try:  # the hypothesis: cudaMallocAsync scratch from the default pool is unmapped at every synchronize
-    import cupy
-    pool = cupy.cuda.runtime.deviceGetDefaultMemPool(0)
-    cupy.cuda.runtime.memPoolSetAttribute(pool, 4, 1 << 40)  # cudaMemPoolAttrReleaseThreshold
-    for name in ("ck mean(X)", "ck mean(list)", "ck median(X)", "ck gram(X)", "ck krum(X, 2)"):
-        fn = cases[name]
-        lines.append(f"{name + ' (pool kept)':32s} sync each: {per_call(fn):8.1f} us   no sync: "
-                     f"{per_call(fn, each_sync=False):8.1f} us")
-except Exception as e:
-    lines.append(f"default pool threshold not set: {e!r}")
 for name in ("ck median(X)", "ck mean(X)", "ck krum(X, 2)"):
     prof = cProfile.Profile()
     fn = cases[name]

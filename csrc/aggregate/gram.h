@@ -10,10 +10,11 @@
 // Centering first matters in fp32: on model-like updates (a large common component) the uncentered Gram
 // matrix loses the distances to cancellation; centered, an entry's error is ~eps |x_i - c| |x_k - c|.
 //
-// Arithmetic: the products are accumulated in acc_t<T> (float32; float64 for float64) over at most 4096
-// coordinates (CPU: 16 SIMD lanes of at most 256 terms each, their sums taken in a fixed order; CUDA: one
-// sub-block), then in float64 partial sums per chunk; chunks (a count that depends on d only) are added
-// in chunk order. So the result is deterministic and independent of the thread count.
+// Arithmetic: the products are accumulated in acc_t<T> (float32; float64 for float64), at most 256 terms
+// a running sum (CPU: 16 SIMD lanes, their sums taken in a fixed 4-level tree; CUDA: up to 32 lanes of a
+// warp, a fixed 5-level butterfly), then in float64 partial sums per chunk; chunks (a count that depends
+// on d and m only) are added in chunk order. So the result is deterministic, independent of the thread
+// count and of the GPU.
 //
 // Non-finite values: a row with a NaN/Inf entry (or whose centered squared norm overflows the float32
 // block sums) gets a non-finite diagonal G[i][i]; the host code treats such a row as infinitely far from

@@ -1,14 +1,38 @@
-// gram and combine on the GPU (gram.h). Deterministic without atomics:
-//   center (mode "mean"): one thread per coordinate, the finite entries summed in row order;
-//   gram: rows in groups of 32; a block owns one (group, group) pair and one chunk of coordinates (chunk
-//     boundaries depend on d only), stages 32 coordinates x 64 rows (centered, acc_t) in shared memory and
-//     gives each thread 4 of the 32 x 32 products; the products are summed in acc_t over sub-blocks of
-//     4096 coordinates, in float64 across sub-blocks, and the per-chunk partials are added in chunk order
-//     by a second kernel;
-//   combine: one thread per (output row, coordinate), the workers added in index order.
+// gram and combine on the GPU (gram.h). Deterministic without atomics.
+//
+// center (mode "mean"): one thread per coordinate, the finite entries summed in row order (a pass of its
+//   own: fusing it would need every row of a coordinate in one block, which the multi-unit case lacks).
+//
+// gram: one pass over X, bound by DRAM bandwidth for small m, by the FMA pipes for m ~ 64.
+//   - Register blocking: rows go in tiles of 8; a thread owns one pair of tiles (8 x 8 = 64 entries of G,
+//     64 accumulators) and, per coordinate, reads 16 values from shared memory for 64 FMAs (the old kernel
+//     read 2 values per FMA: shared-memory bound). Tiles of 8 rows waste little at m = 10 (16 rows
+//     computed, 10 loaded); ptxas: ~155 registers (float accumulators), ~185 (float64), no spills (capping
+//     float at 128 for two 256-thread blocks an SM spilled), blocks of 32..256 threads by m.
+//   - A unit is the set of tile pairs one block owns. For m <= 80 (up to 10 tiles) one unit holds the
+//     whole upper triangle (at most 55 pairs), so each coordinate of X is read from DRAM exactly once; for
+//     more rows, tiles go in super-tiles of 8 and a unit is a super-tile pair (64 rows staged when both are
+//     the same, else 128): at most 64 tile pairs a unit. Only the rows that exist are loaded (the others
+//     are staged as zeros). The unit of a block comes from blockIdx.y (no pair table on the host).
+//   - Each tile pair is split over S lanes of one warp (S a power of two, pairs x S <= 256), each lane
+//     taking every S-th staged coordinate; so the split sums of a pair meet with a warp-shuffle butterfly
+//     (fixed order; x + y == y + x bitwise, so every lane gets the same bits), no shared-memory reduction.
+//   - Staging: K coordinates x all staged rows per step, converted to acc_t and centered once, stored
+//     coordinate-major ([coordinate][row], row stride R + 4) so the 8 rows of a tile are two 16-byte loads.
+//     A warp loads 8 coordinates x 4 rows at a time: 32-byte sectors from each row, and with the stride
+//     = 4 (mod 8) words the 32 stores hit 32 distinct banks.
+//   - Precision: a lane accumulates at most kFlushTerms = 256 products in acc_t (FMA), then the butterfly
+//     (at most 5 levels) and a float64 add into the unit's partial (owned by one lane: no race); chunks
+//     of coordinates (their count a function of d and m only, never of the GPU) are added in chunk order
+//     by gram_reduce_kernel. So an entry's error is within (256 + 5) u |x_i - c| |x_k - c|, as on the CPU
+//     (16 lanes x 256 terms + a 4-level tree), and the bits never depend on timing.
+//   - Enough blocks for small d: about kTargetBlocks blocks (chunks x units), chunks of at least
+//     kMinChunk coordinates, partial scratch under kMaxPartialBytes (beyond: fewer chunks).
+//
+// combine: G output rows x C coordinates a thread, in registers: x_i[j] read once a group (see below).
 // G comes back to the host (the host algorithms need it): the call waits for the stream.
 #include <algorithm>
-#include <vector>
+#include <optional>
 
 #include "../common/cuda_utils.cuh"
 #include "gram.h"
@@ -17,12 +41,86 @@
 namespace ck::CK_BACKEND {
 namespace {
 
-constexpr int kGroup = 32;         // rows per group
-constexpr int kCols = 32;          // coordinates staged per step
-constexpr int kThreads = 256;      // 32 x 32 products / 256 threads = 4 each
-constexpr int kPer = kGroup * kGroup / kThreads;
-constexpr int64_t kSub = 4096;     // coordinates per acc_t sub-block
-constexpr int64_t kMaxChunks = 256;
+constexpr int kTile = 8;               // rows per tile: a thread owns kTile x kTile entries of G
+constexpr int kTileEntries = kTile * kTile;
+constexpr int kSuper = 8;              // tiles per super-tile when one unit cannot hold all pairs
+constexpr int kMaxUnitTiles = 10;      // up to 10 tiles (55 pairs), one unit holds the whole triangle
+constexpr int kMaxThreads = 256;
+constexpr int kFlushTerms = 256;       // products a lane accumulates in acc_t before the float64 add
+constexpr int kStageBytes = 24576;     // staged tile per step (about; at least 32 coordinates)
+constexpr int64_t kTargetBlocks = 2048;
+constexpr int64_t kMinChunk = 2048;
+constexpr int64_t kMaxPartialBytes = int64_t(32) << 20;
+
+// ---- geometry (host and device: the launch and the kernels agree on it)
+struct GramPlan {
+  int64_t m = 0, d = 0;
+  int tiles = 0;       // ceil(m / kTile)
+  int unit_tiles = 0;  // tiles per super-tile: all of them when they fit one unit, else kSuper
+  int supers = 0;      // ceil(tiles / unit_tiles)
+  int units = 0;       // supers (supers + 1) / 2 super-tile pairs
+  int max_pairs = 0;   // tile pairs of the largest unit: the partial's stride
+  int split = 0;       // S: lanes per tile pair (power of two, <= 32)
+  int threads = 0;     // max_pairs * S rounded up to a warp
+  int max_rows = 0;    // rows staged by the largest unit
+  int stride = 0;      // shared-memory row stride (max_rows + 4)
+  int cols = 0;        // K: coordinates staged per step (a multiple of 32)
+  int steps_per_flush = 0;
+  int64_t chunks = 0;
+};
+
+CK_HD int diag_pairs(int t) { return t * (t + 1) / 2; }
+
+// (a, b), a <= b < t, in row-major order of the upper triangle; the inverse of diag_index.
+CK_HD void diag_pair(int p, int t, int& a, int& b) {
+  a = 0;
+  while (p >= t - a) {
+    p -= t - a;
+    ++a;
+  }
+  b = a + p;
+}
+
+CK_HD int diag_index(int a, int b, int t) { return a * t - a * (a - 1) / 2 + (b - a); }
+
+CK_HD int64_t chunk_begin(int64_t d, int64_t chunks, int64_t c) {
+  return d / chunks * c + (c < d % chunks ? c : d % chunks);
+}
+
+// The first global row of staged row r of unit (ga, gb).
+CK_HD int64_t staged_row(const GramPlan& p, int ga, int gb, int r) {
+  const int span = p.unit_tiles * kTile;
+  return r < span ? int64_t(ga) * span + r : int64_t(gb) * span + (r - span);
+}
+
+// The float64 partial of (chunk, unit, pair) starts here (kTileEntries entries, row-major a x b).
+CK_HD int64_t partial_offset(const GramPlan& p, int64_t chunk, int unit, int pair) {
+  return ((chunk * p.units + unit) * p.max_pairs + pair) * kTileEntries;
+}
+
+GramPlan gram_plan(int64_t m, int64_t d, int acc_bytes) {
+  GramPlan p;
+  p.m = m;
+  p.d = d;
+  p.tiles = int((m + kTile - 1) / kTile);
+  p.unit_tiles = p.tiles <= kMaxUnitTiles ? p.tiles : kSuper;
+  p.supers = (p.tiles + p.unit_tiles - 1) / p.unit_tiles;
+  p.units = diag_pairs(p.supers);
+  p.max_pairs = p.supers > 1 ? p.unit_tiles * p.unit_tiles : diag_pairs(p.unit_tiles);
+  p.split = 32;
+  while (p.split > 1 && p.max_pairs * p.split > kMaxThreads) p.split /= 2;
+  p.threads = (p.max_pairs * p.split + 31) / 32 * 32;
+  p.max_rows = (p.supers > 1 ? 2 : 1) * p.unit_tiles * kTile;
+  p.stride = p.max_rows + 4;
+  p.cols = std::max(32, kStageBytes / (p.stride * acc_bytes) / 32 * 32);
+  p.steps_per_flush = std::max(1, kFlushTerms * p.split / p.cols);
+  const int64_t by_blocks = (kTargetBlocks + p.units - 1) / p.units;
+  const int64_t by_scratch = kMaxPartialBytes / (int64_t(p.units) * p.max_pairs * kTileEntries * 8);
+  const int64_t by_size = (d + kMinChunk - 1) / kMinChunk;
+  p.chunks = std::max<int64_t>(1, std::min({by_blocks, by_scratch, by_size}));
+  return p;
+}
+// ---- end of the geometry
 
 template <class T>
 __global__ void center_kernel(RowView<T> rows, acc_t<T>* center) {
@@ -46,74 +144,351 @@ __global__ void vector_center_kernel(const T* c, int64_t d, acc_t<T>* center) {
     center[j] = to_acc(c[j]);
 }
 
-// partial[chunk][pair][kGroup * kGroup] for the group pairs (gi <= gk) listed in `pairs`.
+// The 8 rows of a tile at one coordinate: 16-byte shared-memory loads (the tile starts 16-byte aligned).
+__device__ __forceinline__ void load_tile(const float* s, float (&v)[kTile]) {
+  const float4 lo = *reinterpret_cast<const float4*>(s), hi = *reinterpret_cast<const float4*>(s + 4);
+  v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w;
+  v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
+}
+
+__device__ __forceinline__ void load_tile(const double* s, double (&v)[kTile]) {
+#pragma unroll
+  for (int i = 0; i < kTile; i += 2) {
+    const double2 x = *reinterpret_cast<const double2*>(s + i);
+    v[i] = x.x;
+    v[i + 1] = x.y;
+  }
+}
+
+// tile[c * stride + r] <- x_row(r)[j0 + c] - center (acc_t) for the unit's rows; zero past m or `end`.
+// A warp takes 8 coordinates x 4 rows: 32-byte pieces of 4 rows, and 32 distinct banks for the stores.
 template <class T>
-__global__ void gram_partial_kernel(RowView<T> rows, const acc_t<T>* center, const int2* pairs, int64_t chunks,
-                                    double* partial) {
+__device__ __forceinline__ void stage(const RowView<T>& rows, const acc_t<T>* center, const GramPlan& p, int ga,
+                                      int gb, int nrows, int64_t j0, int64_t end, acc_t<T>* tile) {
   using A = acc_t<T>;
-  __shared__ A tile[2 * kGroup][kCols + 1];
+  const int total = nrows * p.cols, col_groups = p.cols / 8;
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
+    const int q = e >> 5, lane = e & 31;
+    const int r = (q / col_groups) * 4 + (lane >> 3), c = (q % col_groups) * 8 + (lane & 7);
+    const int64_t row = staged_row(p, ga, gb, r), j = j0 + c;
+    A v = A(0);
+    if (row < p.m && j < end) v = to_acc(rows.row(row)[j]) - (center ? center[j] : A(0));
+    tile[c * p.stride + r] = v;
+  }
+}
+
+// Adds the S lanes' sums of each entry (butterfly: every lane ends with the same bits), then each lane
+// adds its share of the entries into the unit's float64 partial (stores on the first flush).
+template <class A>
+__device__ __forceinline__ void flush(A (&acc)[kTileEntries], int split, int slice, bool owner, bool first,
+                                      double* out) {
+  for (int mask = 1; mask < split; mask <<= 1) {
+#pragma unroll
+    for (int e = 0; e < kTileEntries; ++e) acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], mask);
+  }
+#pragma unroll
+  for (int e = 0; e < kTileEntries; ++e) {
+    if (owner && (e & (split - 1)) == slice) out[e] = first ? double(acc[e]) : out[e] + double(acc[e]);
+    acc[e] = A(0);
+  }
+}
+
+// partial[chunk][unit][pair][8 x 8] for blockIdx = (chunk, unit). Every thread reaches every
+// __syncthreads (the loop bounds are block-uniform); lanes past the unit's pairs take part in the
+// shuffles with zeros and write nothing.
+template <class T>
+__global__ void __launch_bounds__(kMaxThreads) gram_partial_kernel(RowView<T> rows, const acc_t<T>* center,
+                                                                   GramPlan p, double* partial) {
+  using A = acc_t<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  A* tile = reinterpret_cast<A*>(smem);
   const int64_t chunk = blockIdx.x;
-  const int2 gp = pairs[blockIdx.y];
-  const int64_t d = rows.d, m = rows.n;
-  const int64_t j_begin = d / chunks * chunk + min(chunk, d % chunks);
-  const int64_t j_end = d / chunks * (chunk + 1) + min(chunk + 1, d % chunks);
-  A acc[kPer];
-  double total[kPer];
-  for (int p = 0; p < kPer; ++p) total[p] = 0.0;
-  for (int64_t s0 = j_begin; s0 < j_end; s0 += kSub) {
-    const int64_t s1 = min(j_end, s0 + kSub);
-    for (int p = 0; p < kPer; ++p) acc[p] = A(0);
-    for (int64_t j0 = s0; j0 < s1; j0 += kCols) {
-      for (int e = threadIdx.x; e < 2 * kGroup * kCols; e += kThreads) {
-        const int r = e / kCols, c = e % kCols;
-        const int64_t row = int64_t(r < kGroup ? gp.x : gp.y) * kGroup + (r % kGroup);
-        const int64_t j = j0 + c;
-        A v = A(0);
-        if (row < m && j < s1) v = to_acc(rows.row(row)[j]) - (center ? center[j] : A(0));
-        tile[r][c] = v;
-      }
-      __syncthreads();
-      for (int p = 0; p < kPer; ++p) {
-        const int q = threadIdx.x + p * kThreads;
-        const int a = q / kGroup, b = q % kGroup;
-        A sum = A(0);
-        for (int c = 0; c < kCols; ++c) sum += tile[a][c] * tile[kGroup + b][c];
-        acc[p] += sum;
-      }
-      __syncthreads();
+  const int unit = blockIdx.y;
+  int ga, gb;
+  diag_pair(unit, p.supers, ga, gb);
+  const bool diag = ga == gb;
+  const int pairs = diag ? diag_pairs(p.unit_tiles) : p.unit_tiles * p.unit_tiles;
+  const int nrows = (diag ? 1 : 2) * p.unit_tiles * kTile;
+
+  const int pair = threadIdx.x / p.split, slice = threadIdx.x % p.split;
+  const bool owner = pair < pairs;
+  int ta = 0, tb = 0;  // staged tiles of this thread's pair
+  if (owner) {
+    if (diag) {
+      diag_pair(pair, p.unit_tiles, ta, tb);
+    } else {
+      ta = pair / p.unit_tiles;
+      tb = p.unit_tiles + pair % p.unit_tiles;
     }
-    for (int p = 0; p < kPer; ++p) total[p] += double(acc[p]);
   }
-  double* out = partial + (chunk * int64_t(gridDim.y) + blockIdx.y) * (kGroup * kGroup);
-  for (int p = 0; p < kPer; ++p) out[threadIdx.x + p * kThreads] = total[p];
+  double* out = partial + partial_offset(p, chunk, unit, owner ? pair : 0);
+
+  const int64_t begin = chunk_begin(p.d, p.chunks, chunk), end = chunk_begin(p.d, p.chunks, chunk + 1);
+  A acc[kTileEntries];
+#pragma unroll
+  for (int e = 0; e < kTileEntries; ++e) acc[e] = A(0);
+  bool first = true;
+  int since = 0;
+  for (int64_t j0 = begin; j0 < end; j0 += p.cols) {
+    stage(rows, center, p, ga, gb, nrows, j0, end, tile);
+    __syncthreads();
+    if (owner) {
+#pragma unroll 1
+      for (int c = slice; c < p.cols; c += p.split) {
+        A a[kTile], b[kTile];
+        load_tile(tile + c * p.stride + ta * kTile, a);
+        load_tile(tile + c * p.stride + tb * kTile, b);
+#pragma unroll
+        for (int i = 0; i < kTile; ++i)
+#pragma unroll
+          for (int k = 0; k < kTile; ++k) acc[i * kTile + k] = fma(a[i], b[k], acc[i * kTile + k]);
+      }
+    }
+    __syncthreads();
+    if (++since == p.steps_per_flush || j0 + p.cols >= end) {
+      flush(acc, p.split, slice, owner, first, out);
+      first = false;
+      since = 0;
+    }
+  }
 }
 
-__global__ void gram_reduce_kernel(const double* partial, const int2* pairs, int npairs, int64_t chunks, int64_t m,
-                                   double* G) {
+// G[i][k] = G[k][i] = the chunks' partials of entry (i, k), i <= k, added in chunk order.
+__global__ void gram_reduce_kernel(const double* partial, GramPlan p, double* G) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= int64_t(npairs) * kGroup * kGroup) return;
-  const int pr = int(e / (kGroup * kGroup)), q = int(e % (kGroup * kGroup));
-  const int64_t i = int64_t(pairs[pr].x) * kGroup + q / kGroup, k = int64_t(pairs[pr].y) * kGroup + q % kGroup;
-  if (i >= m || k >= m || (pairs[pr].x == pairs[pr].y && k < i)) return;
+  if (e >= p.m * p.m) return;
+  const int64_t i = e / p.m, k = e % p.m;
+  if (k < i) return;
+  const int ti = int(i / kTile), tk = int(k / kTile);
+  const int ga = ti / p.unit_tiles, gb = tk / p.unit_tiles;
+  const int la = ti % p.unit_tiles, lb = tk % p.unit_tiles;
+  const int unit = diag_index(ga, gb, p.supers);
+  const int pair = ga == gb ? diag_index(la, lb, p.unit_tiles) : la * p.unit_tiles + lb;
+  const int q = int(i % kTile) * kTile + int(k % kTile);
   double sum = 0.0;
-  for (int64_t c = 0; c < chunks; ++c) sum += partial[(c * npairs + pr) * (kGroup * kGroup) + q];
-  G[i * m + k] = sum;
-  G[k * m + i] = sum;
+  for (int64_t c = 0; c < p.chunks; ++c) sum += partial[partial_offset(p, c, unit, pair) + q];
+  G[i * p.m + k] = sum;
+  G[k * p.m + i] = sum;
 }
 
-template <class T>
-__global__ void combine_kernel(RowView<T> rows, const double* W, int64_t r, T* out) {
+// ---- combine: out = W X
+//
+// A block owns a group of G output rows and, in each tile of kCombineThreads x C coordinates it visits,
+// a thread owns C coordinates (kCombineThreads apart: coalesced loads and stores) of the G rows: G x C
+// sums in registers while the workers go by, so each x_i[j] is loaded once per group of G outputs, not
+// once per output (the old kernel, one thread per output element, read X r times: NNM 2.5x slower than
+// torch).
+// G is 1, 8, 16 or 32 (16 for float64: registers) by r, the fewest groups without many idle sums; C keeps
+// G x C at about 64 32-bit registers. Every output adds the workers in index order, one product and one
+// add per term, exactly as before (acc += A(w) * x: the same bits), whatever the grid, groups or chunks.
+//   - The group's weights go to shared memory once per chunk of K workers (per chunk when n > K, else
+//     once per block): A(w), and per worker a G-bit mask of w != 0.0 (one warp ballot, tested on the
+//     float64). A worker with no non-zero weight in the group is never read (Krum's one-hot: one row).
+//   - A zero weight must never touch a non-finite x (0 * NaN is NaN). Where the thread's C values of x_i
+//     are finite, all G products are added, zero weights included: the same bits as skipping them, since
+//     a sum that starts at +0 is never -0, and adding w * x = +-0 (w = +-0, x finite) changes nothing
+//     (nor an Inf or NaN sum). Otherwise (rare) each term is tested against its mask bit.
+//   - Workers go in batches of P: the next batch's P x C values are loaded before this batch's FMAs, so
+//     32 bytes of acc_t (16 of 16-bit X) a thread stay in flight: 16 KB an SM at 2 blocks (G > 1, <= 128
+//     registers), 32 KB at 4 (G = 1), about an H100 SM's share of DRAM bandwidth x latency (~25 B/ns x
+//     ~700 ns). (P by X's size spills at 128 registers.)
+//   - Blocks b = tile * groups + group: the groups of a tile run side by side, so only the first reads X
+//     from DRAM and the others find it in L2; the outputs are streaming stores (written once, never
+//     re-read here), to keep L2 for X. A block visits every (gridDim.x / groups)-th tile.
+//   - W of at most kParamWeights entries goes by value in the kernel parameters (4 KB classic limit): no
+//     device buffer, no host-to-device copy per call (Krum, multi-Krum, small NNM); larger W is copied.
+constexpr int kCombineThreads = 256;
+constexpr int kCombineStageBytes = 16384;  // staged A(w) per chunk of workers
+constexpr int kCombineMaxWorkers = 512;    // workers per chunk at most
+constexpr int64_t kCombineMaxBlocks = 4096;
+constexpr int kParamWeights = 464;         // 3712 bytes: with the other arguments, under 4 KB
+
+struct SmallWeights {
+  double w[kParamWeights];
+};
+
+template <class A>
+constexpr int combine_group(int64_t r) {
+  return r <= 1 ? 1 : r <= 8 ? 8 : (r <= 16 || sizeof(A) == 8) ? 16 : 32;
+}
+
+// C: coordinates a thread owns (G x C sums: about 64 32-bit registers, 1 to 4 coordinates).
+template <int G, class A>
+constexpr int combine_cols() {
+  const int c = 64 / (G * int(sizeof(A) / 4));
+  return c < 1 ? 1 : c > 4 ? 4 : c;
+}
+
+// P: workers a batch (P x C loads in flight: 32 bytes of acc_t a thread).
+template <int G, class A>
+constexpr int combine_batch() {
+  const int p = 32 / int(sizeof(A)) / combine_cols<G, A>();
+  return p < 1 ? 1 : p;
+}
+
+// K: workers staged per chunk.
+template <int G, class A>
+constexpr int combine_workers() {
+  const int k = kCombineStageBytes / (G * int(sizeof(A)));
+  return k < kCombineMaxWorkers ? k : kCombineMaxWorkers;
+}
+
+__device__ __forceinline__ void store_streaming(float* p, float v) { __stcs(p, v); }
+__device__ __forceinline__ void store_streaming(double* p, double v) { __stcs(p, v); }
+__device__ __forceinline__ void store_streaming(float16* p, float16 v) {
+  __stcs(reinterpret_cast<unsigned short*>(p), static_cast<unsigned short>(v.bits));
+}
+__device__ __forceinline__ void store_streaming(bfloat16* p, bfloat16 v) {
+  __stcs(reinterpret_cast<unsigned short*>(p), static_cast<unsigned short>(v.bits));
+}
+
+// Stages workers [c0, c0 + K) of outputs [q0, q0 + G): weight[k][g] = A(W[q0 + g][c0 + k]) (0 past r or n),
+// mask[k] bit g = (that weight != 0.0), row[k] = x_{c0 + k}. A thread takes (k, g) with g = lane % G, so
+// a warp holds whole workers and one ballot gives their masks.
+template <class T, int G, int K>
+__device__ __forceinline__ void stage_weights(const RowView<T>& rows, const double* W, const SmallWeights& small,
+                                              int64_t r, int64_t q0, int64_t c0, acc_t<T> (*weight)[G],
+                                              uint32_t* mask, const T** row) {
+  static_assert((K * G) % 32 == 0 && 32 % G == 0, "whole warps per staging round, whole workers per warp");
   using A = acc_t<T>;
-  const int64_t d = rows.d, total = r * d;
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t q = e / d, j = e % d;
-    A acc = A(0);
-    for (int64_t i = 0; i < rows.n; ++i) {
-      const double w = W[q * rows.n + i];
-      if (w != 0.0) acc += A(w) * to_acc(rows.row(i)[j]);
+  const int lane = threadIdx.x & 31;
+#pragma unroll 1
+  for (int e = threadIdx.x; e < K * G; e += kCombineThreads) {
+    const int k = e / G, g = e % G;
+    const int64_t i = c0 + k, q = q0 + g;
+    double w = 0.0;
+    if (i < rows.n && q < r) w = W ? W[q * rows.n + i] : small.w[q * rows.n + i];
+    weight[k][g] = A(w);
+    const uint32_t bits = __ballot_sync(0xffffffffu, w != 0.0);
+    if (g == 0) {
+      if constexpr (G == 32) {
+        mask[k] = bits;
+      } else {
+        mask[k] = (bits >> lane) & ((1u << G) - 1u);
+      }
+      row[k] = i < rows.n ? rows.row(i) : nullptr;
     }
-    out[e] = from_acc<T>(acc);
   }
+}
+
+// x[p][c] <- x_{k0 + p}[j[c]] for the staged workers k0 + p < count with a non-zero weight (m[p] != 0).
+template <class T, int P, int C>
+__device__ __forceinline__ void load_batch(const uint32_t* mask, const T* const* row, int k0, int count,
+                                           const int64_t (&j)[C], const bool (&in)[C], acc_t<T> (&x)[P][C],
+                                           uint32_t (&m)[P]) {
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    m[p] = k0 + p < count ? mask[k0 + p] : 0u;
+    if (m[p] != 0) {
+      const T* src = row[k0 + p];
+#pragma unroll
+      for (int c = 0; c < C; ++c) x[p][c] = in[c] ? to_acc(src[j[c]]) : acc_t<T>(0);
+    }
+  }
+}
+
+// acc[g][c] += w[g] * x[c] for the outputs g with a non-zero weight (bit g of m), in the same bits.
+template <int G, int C, class A>
+__device__ __forceinline__ void add_worker(A (&acc)[G][C], const A* w, uint32_t m, const A (&x)[C]) {
+  bool finite = true;
+#pragma unroll
+  for (int c = 0; c < C; ++c) finite &= is_finite_value(x[c]);
+  if (finite) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const A wg = w[g];
+#pragma unroll
+      for (int c = 0; c < C; ++c) acc[g][c] += wg * x[c];
+    }
+  } else {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if ((m >> g) & 1u) {
+        const A wg = w[g];
+#pragma unroll
+        for (int c = 0; c < C; ++c) acc[g][c] += wg * x[c];
+      }
+    }
+  }
+}
+
+// out[q][j] (q in [q0, q0 + G), group blockIdx.x % groups) = sum_i W[q][i] x_i[j]; W is `W` on the device,
+// or `small` when W is null.
+template <class T, int G>
+__global__ void __launch_bounds__(kCombineThreads, G == 1 ? 4 : 2)
+    combine_kernel(RowView<T> rows, const double* W, SmallWeights small, int64_t r, int64_t groups, T* out) {
+  using A = acc_t<T>;
+  constexpr int C = combine_cols<G, A>(), P = combine_batch<G, A>(), K = combine_workers<G, A>();
+  constexpr int64_t kSpan = int64_t(kCombineThreads) * C;
+  __shared__ __align__(16) A weight[K][G];
+  __shared__ uint32_t mask[K];
+  __shared__ const T* row[K];
+  const int64_t n = rows.n, d = rows.d;
+  const int64_t q0 = int64_t(blockIdx.x % groups) * G;
+  const int64_t tiles = (d + kSpan - 1) / kSpan, tile_step = int64_t(gridDim.x) / groups;
+  const bool one_chunk = n <= K;
+  if (one_chunk) {
+    stage_weights<T, G, K>(rows, W, small, r, q0, 0, weight, mask, row);
+    __syncthreads();
+  }
+  // Loop bounds are block-uniform: every thread reaches every __syncthreads.
+  for (int64_t tile = blockIdx.x / groups; tile < tiles; tile += tile_step) {
+    int64_t j[C];
+    bool in[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      j[c] = tile * kSpan + c * kCombineThreads + threadIdx.x;
+      in[c] = j[c] < d;
+    }
+    A acc[G][C];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int c = 0; c < C; ++c) acc[g][c] = A(0);
+    for (int64_t c0 = 0; c0 < n; c0 += K) {
+      if (!one_chunk) {
+        __syncthreads();  // the previous chunk's readers are done
+        stage_weights<T, G, K>(rows, W, small, r, q0, c0, weight, mask, row);
+        __syncthreads();
+      }
+      const int count = int(n - c0 < K ? n - c0 : K);
+      A next[P][C] = {};
+      uint32_t next_mask[P];
+      load_batch<T, P, C>(mask, row, 0, count, j, in, next, next_mask);
+      for (int k0 = 0; k0 < count; k0 += P) {
+        A x[P][C];
+        uint32_t m[P];
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+          m[p] = next_mask[p];
+#pragma unroll
+          for (int c = 0; c < C; ++c) x[p][c] = next[p][c];
+        }
+        if (k0 + P < count) load_batch<T, P, C>(mask, row, k0 + P, count, j, in, next, next_mask);
+#pragma unroll
+        for (int p = 0; p < P; ++p)
+          if (m[p] != 0) add_worker<G, C, A>(acc, weight[k0 + p], m[p], x[p]);
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (q0 + g < r) {
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+          if (in[c]) store_streaming(out + (q0 + g) * d + j[c], from_acc<T>(acc[g][c]));
+      }
+    }
+  }
+}
+
+template <class T, int G>
+void launch_combine(const RowView<T>& view, const double* W, const SmallWeights& small, int64_t r, T* out,
+                    cudaStream_t s) {
+  constexpr int64_t span = int64_t(kCombineThreads) * combine_cols<G, acc_t<T>>();
+  const int64_t groups = (r + G - 1) / G, tiles = (view.d + span - 1) / span;
+  const int64_t tile_blocks = std::max<int64_t>(1, std::min(tiles, kCombineMaxBlocks / groups));
+  combine_kernel<T, G><<<unsigned(groups * tile_blocks), kCombineThreads, 0, s>>>(view, W, small, r, groups, out);
+  check_launch();
 }
 
 }  // namespace
@@ -140,24 +515,14 @@ void gram(const Rows& rows, GramCenter mode, const Array& center, const Array& G
       vector_center_kernel<T><<<grid_for(d, 256), 256, 0, s>>>(static_cast<const T*>(center.data), d, c.get());
     }
     check_launch();
-    const int groups = int((m + kGroup - 1) / kGroup);
-    std::vector<int2> pairs;
-    for (int a = 0; a < groups; ++a)
-      for (int b = a; b < groups; ++b) pairs.push_back(make_int2(a, b));
-    const int npairs = int(pairs.size());
-    check(npairs <= 65535, "X: too many rows for the CUDA gram");
-    DeviceBuffer<int2> dev_pairs(pairs.size(), s);
-    CK_CUDA_CHECK(cudaMemcpyAsync(dev_pairs.get(), pairs.data(), pairs.size() * sizeof(int2), cudaMemcpyHostToDevice,
-                                  s));
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(kMaxChunks, (d + kSub - 1) / kSub));
-    DeviceBuffer<double> partial(size_t(chunks * npairs * kGroup * kGroup), s);
-    gram_partial_kernel<T><<<dim3(unsigned(chunks), unsigned(npairs)), kThreads, 0, s>>>(
-        view, mode == GramCenter::zero ? nullptr : c.get(), dev_pairs.get(), chunks, partial.get());
+    const GramPlan plan = gram_plan(m, d, int(sizeof(A)));
+    DeviceBuffer<double> partial(size_t(plan.chunks * plan.units * plan.max_pairs * kTileEntries), s);
+    const size_t smem = size_t(plan.cols) * plan.stride * sizeof(A);
+    gram_partial_kernel<T><<<dim3(unsigned(plan.chunks), unsigned(plan.units)), plan.threads, smem, s>>>(
+        view, mode == GramCenter::zero ? nullptr : c.get(), plan, partial.get());
     check_launch();
     DeviceBuffer<double> dev_G(size_t(m * m), s);
-    const int64_t entries = int64_t(npairs) * kGroup * kGroup;
-    gram_reduce_kernel<<<unsigned((entries + 255) / 256), 256, 0, s>>>(partial.get(), dev_pairs.get(), npairs, chunks,
-                                                                       m, dev_G.get());
+    gram_reduce_kernel<<<unsigned((m * m + 255) / 256), 256, 0, s>>>(partial.get(), plan, dev_G.get());
     check_launch();
     CK_CUDA_CHECK(cudaMemcpyAsync(host_G, dev_G.get(), size_t(m * m) * sizeof(double), cudaMemcpyDeviceToHost, s));
     CK_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -167,17 +532,35 @@ void gram(const Rows& rows, GramCenter mode, const Array& center, const Array& G
 void combine(const Rows& rows, const Array& W, int64_t r, const Array& out, Stream stream) {
   check_combine_args(rows, W, r, out);
   if (r * rows.d == 0) return;
+  check(r <= int64_t(1) << 34, "W: at most 2^34 output rows on the GPU");  // groups of >= 16: a 2^30 grid
   DeviceGuard guard(stream);
   const cudaStream_t s = cuda_stream(stream);
   dispatch_float(rows.dtype, "X", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const DeviceRows dev(rows, s);
-    DeviceBuffer<double> dev_W(size_t(W.size), s);
-    // W is host memory: a pageable copy returns once staged, so the caller's array may go away after this
-    CK_CUDA_CHECK(cudaMemcpyAsync(dev_W.get(), W.data, size_t(W.size) * sizeof(double), cudaMemcpyHostToDevice, s));
-    combine_kernel<T><<<grid_for(r * rows.d, 256), 256, 0, s>>>(dev.view<T>(), dev_W.get(), r,
-                                                                 static_cast<T*>(out.data));
-    check_launch();
+    SmallWeights small{};
+    const double* dev_W = nullptr;
+    std::optional<DeviceBuffer<double>> buffer;
+    if (W.size <= kParamWeights) {
+      std::copy_n(static_cast<const double*>(W.data), W.size, small.w);
+    } else {
+      // W is host memory: a pageable copy returns once staged, so the caller's array may go away after this
+      buffer.emplace(size_t(W.size), s);
+      CK_CUDA_CHECK(cudaMemcpyAsync(buffer->get(), W.data, size_t(W.size) * sizeof(double), cudaMemcpyHostToDevice, s));
+      dev_W = buffer->get();
+    }
+    const RowView<T> view = dev.view<T>();
+    T* dst = static_cast<T*>(out.data);
+    const int group = combine_group<acc_t<T>>(r);
+    if (group == 1) {
+      launch_combine<T, 1>(view, dev_W, small, r, dst, s);
+    } else if (group == 8) {
+      launch_combine<T, 8>(view, dev_W, small, r, dst, s);
+    } else if (group == 16) {
+      launch_combine<T, 16>(view, dev_W, small, r, dst, s);
+    } else if constexpr (sizeof(acc_t<T>) == 4) {
+      launch_combine<T, 32>(view, dev_W, small, r, dst, s);
+    }
   });
 }
 
