@@ -1,10 +1,10 @@
 // The device side of Rows (rows.h): a RowView<T> whose pointers the GPU can read.
 //
-// A stacked input needs no table (row i = base + i * d), and allocates none: a small call costs little
+// A stacked input needs no table (row i = base + i * d) and allocates nothing: a small call costs little
 // more than its kernels. A list input's n row pointers go into a small stream-ordered device buffer
-// (n * 8 bytes), copied with one cudaMemcpyAsync from the host vector; a copy
-// from pageable host memory returns once the source is staged, so Rows may be destroyed afterwards, and
-// the buffer is freed in stream order after the kernels that read it.
+// (n * 8 bytes), copied with one cudaMemcpyAsync from the host vector; a copy from pageable host memory
+// returns once the source is staged, so Rows may be destroyed afterwards, and the buffer is freed in stream
+// order after the kernels that read it.
 #pragma once
 
 #include <optional>
