@@ -6,9 +6,9 @@ dispatcher (~10 us, more with autograd and in-place bookkeeping) and ``Tensor.__
 per array handed to nanobind) cost as much as the kernel. When nothing traces, transforms or intercepts the
 call (no torch.compile, no fake, dispatch or torch-function mode, no functorch transform, no jit trace,
 plain CPU tensors (``plain_cpu``; ``plain`` also lets CUDA ones through, for callers that pass the backend
-module and current stream as the op does), and, for a differentiable op, no input that autograd would record), the custom op would
-call the very same kernel: the fast path calls it directly, handing the arrays over as DLPack capsules
-(``to_dlpack``, C, 0.2 us). Everything else still goes through the ``commkernels::<name>`` op. An in-place
+module and the current stream as the op does), and, for a differentiable op, no input that autograd would
+record), the custom op would call the very same kernel: the fast path calls it directly, handing the
+arrays over as DLPack capsules (``to_dlpack``, C, 0.2 us). Everything else still goes through the ``commkernels::<name>`` op. An in-place
 kernel called this way bumps the tensor's version counter itself (``mutated``), as the op would.
 """
 
