@@ -5,8 +5,8 @@
 //
 // gram: one pass over X, bound by DRAM bandwidth for small m, by the FMA pipes for m ~ 64.
 //   - Register blocking: rows go in tiles of 8; a thread owns one pair of tiles (8 x 8 = 64 entries of G,
-//     64 accumulators) and, per coordinate, reads 16 values from shared memory for 64 FMAs (the old kernel
-//     read 2 values per FMA: shared-memory bound). Tiles of 8 rows waste little at m = 10 (16 rows
+//     64 accumulators) and, per coordinate, reads 16 values from shared memory for 64 FMAs (at 2 values per FMA
+//     the pass is bound by shared memory). Tiles of 8 rows waste little at m = 10 (16 rows
 //     computed, 10 loaded); ptxas: ~155 registers (float accumulators), ~185 (float64), no spills (capping
 //     float at 128 for two 256-thread blocks an SM spilled), blocks of 32..256 threads by m.
 //   - A unit is the set of tile pairs one block owns. For m <= 80 (up to 10 tiles) one unit holds the
