@@ -3,7 +3,7 @@
 # tree's, both in one binary (bench/ab/gram_ab.cpp: alternating calls, best of 7, outputs compared bit for bit),
 # with the package's Release flags. The bench's numbers drift ~10% between runs on a shared VM; this does not.
 #   scripts/ab-gram.sh [REV] [CASE ...]     CASE = "n d [bf16] [nan]" (default: the bench's n = 64 shapes)
-#   environment: OMP_NUM_THREADS (default 2), R (combine's output rows), CENTER (mean|zero), CXX (g++)
+#   environment: OMP_NUM_THREADS (default 2), R (combine's output rows), CENTER (mean|zero), WEIGHTS (uniform), CXX
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:-HEAD}

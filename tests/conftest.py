@@ -51,13 +51,16 @@ DEVICES = [
 ]
 
 
-def _run_python(script: str, avx512: bool = True) -> str:
+def _run_python(script: str, avx512: bool = True, amx: bool = True) -> str:
     """The stdout of ``python -c script`` in a fresh process. avx512=False sets COMMKERNELS_DISABLE_AVX512
     there, so its kernels take the baseline x86-64 paths that a wheel runs on CPUs without AVX-512 (this
-    machine has it, so every other test runs the AVX-512 versions). Fails with the script's stderr."""
-    env = {k: v for k, v in os.environ.items() if k != "COMMKERNELS_DISABLE_AVX512"}
+    machine has it, so every other test runs the AVX-512 versions); amx=False sets COMMKERNELS_DISABLE_AMX,
+    for the AVX-512 routes that AMX replaces. Fails with the script's stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COMMKERNELS_DISABLE_AVX512", "COMMKERNELS_DISABLE_AMX")}
     if not avx512:
         env["COMMKERNELS_DISABLE_AVX512"] = "1"
+    if not amx:
+        env["COMMKERNELS_DISABLE_AMX"] = "1"
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -9,7 +9,9 @@ Tolerances are derived, not tuned:
 - selections: a distance D_ik = G_ii + G_kk - 2 G_ik is off by at most 4 GAMMA max(G_ii, G_kk); a kernel
   selection that differs from the reference's must be within that many ulps of tied (near_optimal).
 - combine: out = sum_i w_i x_i in float32, rounded to X's dtype: |err| <= (n + 1) 2^-24 sum |w_i x_i| +
-  half an ulp of the dtype.
+  half an ulp of the dtype. The AMX route (bfloat16 X, >= 16 outputs, CPUs with AMX) adds the products of
+  each weight's two low bfloat16 parts (<= 2^-8 |w|) first: n 2^-32 sum |w_i x_i| more; a row of equal
+  weights c sums the x_i and multiplies by c once: one rounding more, as the (n + 2) counts.
 """
 
 from __future__ import annotations
@@ -117,19 +119,47 @@ def test_gram_many_chunks_and_threads(n):
     assert np.all(np.abs(G1 - Gr) <= gamma("float32") * np.outer(scale, scale))
 
 
-@given(cases(n_max=60, d_max=200), st.integers(1, 5), st.data())
-def test_combine_matches_reference(case, r, data):
+AMX_OUTPUTS = 16  # combine's AMX route (bfloat16 X on CPUs with AMX) takes 16 or more output rows
+
+
+def combine_tolerance(W, Xr, ref, dtype):
+    n = W.shape[1]
+    mag = np.abs(W) @ np.abs(Xr)
+    return (n * (1 + 2.0**-8) + 2) * acc_unit(dtype) * mag + UNIT[dtype] * np.abs(ref) * 1.01 + SUBNORMAL[dtype] + 1e-300
+
+
+@given(cases(n_max=60, d_max=200), st.one_of(st.integers(1, 5), st.integers(AMX_OUTPUTS, 40)), st.booleans(),
+       st.data())
+def test_combine_matches_reference(case, r, equal_rows, data):
     values, dtype, framework, as_list = case
     n = len(values)
     X = build(values, dtype, framework, as_list)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    W = rng.standard_normal((r, n)) * (rng.random((r, n)) < 0.7)
+    keep = rng.random((r, n)) < 0.7
+    # equal_rows: NNM's and bucketing's weights, one value per row (the AMX route scales the row's sum)
+    W = keep / rng.integers(1, n + 1, size=(r, 1)) if equal_rows else rng.standard_normal((r, n)) * keep
     out = to_f64(A.combine(X, W))
     ref = R.combine(rounded(values, dtype), W)
-    mag = np.abs(W) @ np.abs(rounded(values, dtype))
-    tol = (n + 2) * acc_unit(dtype) * mag + UNIT[dtype] * np.abs(ref) * 1.01 + SUBNORMAL[dtype] + 1e-300
     assert out.shape == (r,) + values.shape[1:]
-    assert np.all(np.abs(out - ref) <= tol)
+    assert np.all(np.abs(out - ref) <= combine_tolerance(W, rounded(values, dtype), ref, dtype))
+
+
+@pytest.mark.parametrize("equal_rows", [False, True])
+def test_combine_bfloat16_tiny_and_subnormal_values(equal_rows):
+    """The AMX tile unit reads subnormals as 0 and flushes subnormal results: the units holding a value
+    below 2^-40, and a W holding a weight below it, must take the AVX-512 route and keep IEEE results."""
+    rng = np.random.default_rng(11)
+    n, d, r = 40, 32 * 9 + 7, 20
+    values = rng.standard_normal((n, d))
+    values[:, 40:72] *= 1e-39  # one whole unit of bfloat16 subnormals: its sums are subnormal too
+    values[3, 100] = 1e-20  # one tiny value in another unit
+    W = (rng.random((r, n)) < 0.5) / 7.0 if equal_rows else rng.standard_normal((r, n))
+    X = make(values, "bfloat16", "torch")
+    Xr = rounded(values, "bfloat16")
+    for weights in (W, np.where(np.arange(n) == 5, 1e-45, W)):  # the second: a tiny weight, the whole call
+        out, ref = to_f64(A.combine(X, weights)), R.combine(Xr, weights)
+        assert np.all(np.abs(out - ref) <= combine_tolerance(weights, Xr, ref, "bfloat16"))
+        assert np.count_nonzero(out[:, 40:72]) >= 0.9 * np.count_nonzero(ref[:, 40:72])
 
 
 def test_combine_zero_weight_skips_non_finite():
@@ -139,15 +169,16 @@ def test_combine_zero_weight_skips_non_finite():
     assert np.all(out == 1.0)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
-def test_combine_zero_weights_same_bits_with_and_without_a_non_finite_block(dtype):
+@pytest.mark.parametrize("dtype, outputs", [("float32", 9), ("float64", 9), ("bfloat16", 9),
+                                             ("bfloat16", AMX_OUTPUTS + 4)])
+def test_combine_zero_weights_same_bits_with_and_without_a_non_finite_block(dtype, outputs):
     """Where every row of a block is finite, zero weights are multiplied in instead of skipped; where one is
     not, they are skipped. Both must give the same bits: a NaN in row 3 (weight 0 for output 0) changes
     nothing in output 0 and only its own coordinate in output 1."""
     rng = np.random.default_rng(5)
     n, d = 10, 3 * 2048 + 37  # several coordinate blocks and a tail
     X = make(rng.standard_normal((n, d)), dtype, "torch")
-    W = rng.standard_normal((9, n)) * (rng.random((9, n)) < 0.6)
+    W = rng.standard_normal((outputs, n)) * (rng.random((outputs, n)) < 0.6)
     W[0, 3], W[1, 3] = 0.0, 0.5
     clean = to_f64(A.combine(X, W))
     for j in (2100, d - 5):  # inside a block of whole lane vectors, and in the tail

@@ -1,7 +1,8 @@
 """The baseline (non-AVX-512) CPU paths give bitwise the same results as the dispatched ones.
 
 This machine has AVX-512, so every other test runs the AVX-512 versions; COMMKERNELS_DISABLE_AVX512
-makes a fresh process take the portable paths that a wheel runs elsewhere.
+makes a fresh process take the portable paths that a wheel runs elsewhere. Likewise it has AMX, and
+COMMKERNELS_DISABLE_AMX sends a fresh process down the AVX-512 routes that AMX replaces.
 """
 
 from __future__ import annotations
@@ -42,4 +43,45 @@ def test_baseline_paths_match_dispatched_paths(run_python):
 
 
 def test_info_reports_simd():
-    assert commkernels.info()["cpu"]["simd"] in ("avx512 (runtime dispatch)", "baseline x86-64")
+    simd = commkernels.info()["cpu"]["simd"]
+    assert simd in ("avx512 + amx-bf16 (runtime dispatch)", "avx512 (runtime dispatch)", "baseline x86-64")
+    # where Linux shows the CPU's AMX, the process must get to use it (else its tests test nothing)
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    if " amx_bf16" in flags and " amx_tile" in flags and simd != "baseline x86-64":
+        assert "amx" in simd
+
+
+AMX_SCRIPT = r"""
+import json, sys
+import numpy as np, torch
+import commkernels
+from commkernels import aggregate as A
+rng = np.random.default_rng(3)
+X = torch.from_numpy(rng.standard_normal((40, 32 * 20 + 9))).to(torch.bfloat16)
+X[7, 300] = float("nan")
+W = rng.standard_normal((20, 40)) * (rng.random((20, 40)) < 0.6)
+W[:, 7] = 0.0
+out = A.combine(X, W).to(torch.float64).numpy()
+json.dump({"simd": commkernels.info()["cpu"]["simd"], "out": out.tolist(), "W": W.tolist()}, sys.stdout)
+"""
+
+
+def test_combine_avx512_route_where_amx_is_disabled(run_python):
+    """COMMKERNELS_DISABLE_AMX sends bfloat16 combines of >= 16 outputs down the AVX-512 route, which an
+    AMX machine otherwise never runs for them: within the same bound of the float64 result."""
+    from commkernels.reference import aggregate_gram as R
+    import numpy as np
+    import torch
+
+    done = json.loads(run_python(AMX_SCRIPT, amx=False))
+    assert "amx" not in done["simd"]
+    W, out = np.array(done["W"]), np.array(done["out"])
+    rng = np.random.default_rng(3)
+    Xr = torch.from_numpy(rng.standard_normal((40, 32 * 20 + 9))).to(torch.bfloat16).to(torch.float64).numpy()
+    Xr[7, 300] = np.nan  # weight 0 in every output: reaches none
+    ref = R.combine(np.nan_to_num(Xr), W)
+    tol = (40 + 2) * 2.0**-24 * (np.abs(W) @ np.abs(np.nan_to_num(Xr))) + 2.0**-8 * np.abs(ref) * 1.01 + 2.0**-134
+    assert np.all(np.abs(out - ref) <= tol)

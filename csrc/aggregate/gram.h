@@ -21,7 +21,9 @@
 // everything. The "mean" center skips non-finite entries, so they never reach the other rows' entries.
 //
 // combine skips every (r, i) with W[r][i] == 0 exactly, so a non-finite row with zero weight never
-// reaches the output.
+// reaches the output. Its sums are acc_t, one rounding per worker in worker order; on CPUs with AMX a
+// bfloat16 combine of >= 16 outputs runs on the tile unit instead (combine_amx_cpu.h: exact products, the
+// same bound plus n 2^-32 sum |w x|, other bits).
 #pragma once
 
 #include <cstdint>
@@ -95,7 +97,8 @@ namespace CK_BACKEND {
 // `center` is read only for GramCenter::vector.
 void gram(const Rows& rows, GramCenter mode, const Array& center, const Array& G, Stream stream);
 
-// out (r x d, X's dtype) <- W X, with W (r x m float64, row-major); acc_t accumulation in row order.
+// out (r x d, X's dtype) <- W X, with W (r x m float64, row-major); acc_t accumulation in row order
+// (see above for the CPU's AMX route).
 void combine(const Rows& rows, const Array& W, int64_t r, const Array& out, Stream stream);
 
 }  // namespace CK_BACKEND

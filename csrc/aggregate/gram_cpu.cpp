@@ -8,11 +8,13 @@
 // lanes are summed in a fixed order into the chunk's float64 partials.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "../common/cpu_features.h"
 #include "../common/parallel.h"
+#include "combine_amx_cpu.h"
 #include "gram.h"
 
 namespace ck::CK_BACKEND {
@@ -522,11 +524,63 @@ CK_AVX512 void combine_range_avx512(const RowView<T>& rows, int64_t m, const dou
 }
 #endif
 
+#ifdef CK_AMX
+// The AVX-512 route for the coordinates [j, j + len) that the AMX route leaves (its plan made on first need).
+CK_AMX void combine_piece_avx512(const RowView<bfloat16>& rows, int64_t m, const double* W, int64_t r,
+                                 std::unique_ptr<CombinePlan<float>>& plan, int64_t j, int64_t len, bfloat16* out,
+                                 int64_t d, std::vector<uint8_t>& finite) {
+  if (!plan) plan = std::make_unique<CombinePlan<float>>(W, m, r);
+  combine_block(rows, m, r, *plan, j, len, out, d, finite);
+}
+
+// The AMX route (combine_amx_cpu.h) over blocks [b0, b1): whole 32-coordinate units on the tile unit, staged
+// kAmxStageUnits at a time; a unit holding a tiny value and the last partial unit go the AVX-512 route.
+CK_AMX void combine_range_amx(const RowView<bfloat16>& rows, const AmxWeights& weights, const double* W, int64_t b0,
+                              int64_t b1, bfloat16* out, int64_t d) {
+  const int64_t m = weights.m, r = weights.r;
+  const TileConfig config;
+  _tile_loadconfig(&config);
+  std::vector<uint32_t> stage(static_cast<size_t>(weights.m_pad / 2 * kAmxUnit * kAmxStageUnits));
+  std::vector<uint8_t> finite(static_cast<size_t>(m));
+  std::unique_ptr<CombinePlan<float>> plan;
+  bool tiny[kAmxStageUnits], non_finite[kAmxStageUnits];
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t end = std::min(d, (b + 1) * kCombineBlock);
+    for (int64_t j = b * kCombineBlock; j < end; j += kAmxUnit * kAmxStageUnits) {
+      const int64_t units = std::min(kAmxStageUnits, (end - j) / kAmxUnit), staged_end = j + units * kAmxUnit;
+      stage_block(rows, m, weights.m_pad, j, units, stage.data(), tiny, non_finite);
+      const int64_t next_j = j + kAmxUnit * kAmxStageUnits < end ? j + kAmxUnit * kAmxStageUnits : (b + 1 < b1 ? end : d);
+      NextStage next{&rows, m, next_j, std::min(kAmxStageUnits, (d - next_j) / kAmxUnit)};
+      combine_staged(weights, stage.data(), units, tiny, j, out, d, next);
+      for (int64_t u = 0; u < units; ++u) {
+        if (tiny[u])
+          combine_piece_avx512(rows, m, W, r, plan, j + u * kAmxUnit, kAmxUnit, out, d, finite);
+        else if (non_finite[u])
+          fix_non_finite(weights, rows, j + u * kAmxUnit, out, d);
+      }
+      if (staged_end < end && units < kAmxStageUnits)
+        combine_piece_avx512(rows, m, W, r, plan, staged_end, end - staged_end, out, d, finite);
+    }
+  }
+  _tile_release();
+}
+#endif
+
 template <class T>
 void combine_typed(const Rows& rows_in, const double* W, int64_t r, T* out) {
   const RowView<T> rows = host_view<T>(rows_in);
   const int64_t m = rows_in.n, d = rows_in.d;
   const int64_t blocks = (d + kCombineBlock - 1) / kCombineBlock;
+#ifdef CK_AMX
+  if constexpr (std::is_same_v<T, bfloat16>)
+    if (r >= kAmxMinOutputs && has_amx_bf16()) {
+      const AmxWeights weights(W, m, r);
+      if (weights.usable)
+        return parallel_for(blocks, 4, [&](int64_t b0, int64_t b1) {
+          combine_range_amx(rows, weights, W, b0, b1, out, d);
+        });
+    }
+#endif
 #ifdef CK_AVX512
   const bool wide = has_avx512();
 #endif

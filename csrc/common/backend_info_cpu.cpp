@@ -15,7 +15,9 @@ BackendInfo backend_info() {
   info.openmp = true;
 #endif
   info.num_threads = max_threads();
-  info.simd = has_avx512() ? "avx512 (runtime dispatch)" : "baseline x86-64";
+  info.simd = has_amx_bf16() ? "avx512 + amx-bf16 (runtime dispatch)"
+              : has_avx512()  ? "avx512 (runtime dispatch)"
+                              : "baseline x86-64";
 #ifdef CK_SANITIZED
   info.sanitized = true;
 #endif
