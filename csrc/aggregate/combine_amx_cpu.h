@@ -215,6 +215,7 @@ struct NextStage {
   int64_t row = 0, line = 0;
 
   void request(int64_t count) {
+    if (lines <= 0) return;  // no next block in this thread's range
     for (; count > 0 && row < m; --count) {
       _mm_prefetch(reinterpret_cast<const char*>(rows->row(row) + j + line * kAmxUnit), _MM_HINT_T0);
       if (++line == lines) line = 0, ++row;
