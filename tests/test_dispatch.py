@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import torch
+
 import commkernels
+from commkernels.reference import aggregate_gram as R
 
 SCRIPT = r"""
 import json, sys
@@ -72,10 +76,6 @@ json.dump({"simd": commkernels.info()["cpu"]["simd"], "out": out.tolist(), "W": 
 def test_combine_avx512_route_where_amx_is_disabled(run_python):
     """COMMKERNELS_DISABLE_AMX sends bfloat16 combines of >= 16 outputs down the AVX-512 route, which an
     AMX machine otherwise never runs for them: within the same bound of the float64 result."""
-    from commkernels.reference import aggregate_gram as R
-    import numpy as np
-    import torch
-
     done = json.loads(run_python(AMX_SCRIPT, amx=False))
     assert "amx" not in done["simd"]
     W, out = np.array(done["W"]), np.array(done["out"])
