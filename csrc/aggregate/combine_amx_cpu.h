@@ -24,7 +24,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -40,19 +39,6 @@ constexpr int64_t kAmxMinOutputs = 16;  // fewer outputs: the AVX-512 route is f
 constexpr int64_t kAmxUnit = 32;        // coordinates staged and multiplied at a time (two 16-column tiles)
 constexpr int64_t kAmxStageUnits = 16;  // units staged at a time (64 KiB for 64 workers: L2)
 constexpr uint16_t kAmxTinyBits = 87 << 7;  // bfloat16 |x| bits below 2^-40 (biased exponent 87)
-
-inline uint16_t bf16_bits_rne(float v) {
-  uint32_t b;
-  std::memcpy(&b, &v, 4);
-  return uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-
-inline float bf16_value(uint16_t h) {
-  const uint32_t b = uint32_t(h) << 16;
-  float v;
-  std::memcpy(&v, &b, 4);
-  return v;
-}
 
 // W (r x m float64) as tile operands: parts[p][r_pad][m_pad] bfloat16, p = 0 (lo), 1 (mid), 2 (hi), in the
 // order they are accumulated; zero padded to whole tiles (16 outputs, 32 workers). A row whose non-zero
@@ -90,10 +76,11 @@ struct AmxWeights {
         if (v == 0.0f) continue;
         uint16_t split[3] = {0, 0, 0x3f80};  // lo, mid, hi: 1.0 in a uniform row
         if (!(uniform && common != 0.0f)) {
-          split[2] = bf16_bits_rne(v);
-          const float rest = v - bf16_value(split[2]);  // exact: fewer than 17 significant bits
-          split[1] = bf16_bits_rne(rest);
-          split[0] = bf16_bits_rne(rest - bf16_value(split[1]));  // exact: the last <= 8 bits
+          // round to nearest; each remainder is exact (<= 16, then <= 8 significant bits; v is finite here
+          // or the call is not usable)
+          const bfloat16 hi = from_acc<bfloat16>(v), mid = from_acc<bfloat16>(v - to_acc(hi));
+          const bfloat16 lo = from_acc<bfloat16>(v - to_acc(hi) - to_acc(mid));
+          split[0] = lo.bits, split[1] = mid.bits, split[2] = hi.bits;
         }
         for (int p = 0; p < 3; ++p) {
           parts[size_t((p * r_pad + o) * m_pad + i)] = split[p];
